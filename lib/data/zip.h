@@ -1,0 +1,63 @@
+/* lib/data/zip.h — reading user-uploaded zips safely (libzip).
+ *
+ * kiln_zip_open validates every entry before anything is extracted and
+ * fails with a message naming the zip and the entry when one is unsafe:
+ *   - KILN_EUNSAFE: absolute names ("/etc/x", "C:\x"), ".." components
+ *     (zip-slip), symlink entries (unix mode S_IFLNK in external attributes);
+ *   - KILN_EUNSUPPORTED: encrypted entries;
+ *   - KILN_ELIMIT: too many entries, an entry or the total declared
+ *     uncompressed size over the limits, or an entry whose declared
+ *     compression ratio is over max_ratio (a zip bomb);
+ *   - KILN_EFORMAT: not a zip, a truncated or inconsistent zip.
+ * kiln_zip_read enforces the limits again on the bytes actually inflated,
+ * since a hostile zip can declare small sizes and inflate to more.
+ *
+ * Entry names are normalised: backslashes become '/', "./" and repeated
+ * slashes are removed. Directory entries (name ending in '/') are listed
+ * with is_dir set. Ownership: the kiln_zip owns its entries and names;
+ * buffers returned by kiln_zip_read belong to the caller (free()).
+ * A kiln_zip is not thread-safe; open one per thread.
+ */
+#ifndef KILN_DATA_ZIP_H
+#define KILN_DATA_ZIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct kiln_zip_limits {
+    uint64_t max_entries;          /* default 1,000,000 */
+    uint64_t max_entry_bytes;      /* default 256 MiB uncompressed per entry */
+    uint64_t max_total_bytes;      /* default 64 GiB uncompressed in all */
+    double max_ratio;              /* default 200 (uncompressed / compressed) */
+} kiln_zip_limits;
+
+void kiln_zip_limits_default(kiln_zip_limits *limits);
+
+typedef struct kiln_zip_entry {
+    const char *name;      /* normalised relative path, never absolute, no ".." */
+    uint64_t size;         /* declared uncompressed size */
+    uint64_t comp_size;    /* declared compressed size */
+    int is_dir;
+} kiln_zip_entry;
+
+typedef struct kiln_zip kiln_zip;
+
+/* Open and validate a zip file. `limits` NULL = defaults. NULL on failure. */
+kiln_zip *kiln_zip_open(const char *path, const kiln_zip_limits *limits, kiln_err *err);
+
+/* The same from memory (for fuzzing and tests); `data` must outlive the zip. */
+kiln_zip *kiln_zip_open_buffer(const void *data, size_t len, const kiln_zip_limits *limits,
+                               kiln_err *err);
+
+size_t kiln_zip_count(const kiln_zip *zip);
+const kiln_zip_entry *kiln_zip_entry_at(const kiln_zip *zip, size_t index);
+
+/* Inflate entry `index` into a malloc'ed buffer; CRC checked by libzip.
+ * EFORMAT on corrupt data, ELIMIT when it inflates past the limits. */
+int kiln_zip_read(kiln_zip *zip, size_t index, uint8_t **data, size_t *len, kiln_err *err);
+
+void kiln_zip_close(kiln_zip *zip);
+
+#endif

@@ -1,0 +1,10 @@
+#include <string.h>
+
+#include "gpu/gpu.h"
+
+int kiln_gpu_probe(kiln_gpu_info *info, kiln_err *err)
+{
+    memset(info, 0, sizeof *info);
+    return kiln_err_set(err, KILN_EDEVICE,
+                        "kiln was built without the CUDA backend (-DKILN_CUDA=OFF)");
+}

@@ -1,0 +1,98 @@
+#include "support/testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+char *kt_mkdtemp(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *path = NULL;
+    if (asprintf(&path, "%s/kiln-test-XXXXXX", base && *base ? base : "/tmp") < 0)
+        fail_msg("asprintf");
+    if (!mkdtemp(path))
+        fail_msg("mkdtemp %s", path);
+    return path;
+}
+
+void kt_rmtree_free(char *path)
+{
+    if (!path)
+        return;
+    kt_system("rm -rf '%s'", path);
+    free(path);
+}
+
+char *kt_path(const char *dir, const char *name)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s", dir, name) < 0)
+        fail_msg("asprintf");
+    return p;
+}
+
+void kt_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int status_of(int st)
+{
+    if (st == -1)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int kt_system(const char *fmt, ...)
+{
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    int st = system(cmd);
+    free(cmd);
+    return status_of(st);
+}
+
+int kt_run_capture(char **output, const char *fmt, ...)
+{
+    char *cmd = NULL, *full = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&cmd, fmt, ap);
+    va_end(ap);
+    if (n < 0 || asprintf(&full, "%s 2>&1", cmd) < 0)
+        fail_msg("asprintf");
+    free(cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    assert_non_null(p);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (cap - len < 1024) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    buf[len] = '\0';
+    *output = buf;
+    return status_of(pclose(p));
+}
+
+const char *kt_kiln_bin(void)
+{
+    const char *bin = getenv("KILN_BIN");
+    if (!bin || !*bin)
+        fail_msg("KILN_BIN is not set (run the tests through ctest)");
+    return bin;
+}
