@@ -13,9 +13,11 @@
  *   16  u32      width
  *   20  u32      channels (3)
  *   24  8 bytes  reserved (0)
- *   32  count * u32 labels
- *   then count * height * width * channels uint8 pixels, HWC, image after image
- * Shards are written through kiln_atomic_file (temp name, fsync, rename).
+ *   32  count * height * width * channels uint8 pixels, HWC, image after image
+ *   then count * u32 labels
+ * Labels come last so a writer can stream images without knowing how many
+ * will decode; the count is patched into the header at commit. Shards are
+ * written through kiln_atomic_file (temp name, fsync, rename).
  * Readers mmap them and validate the size against the header.
  */
 #ifndef KILN_DATA_DATASET_H
@@ -28,15 +30,16 @@
 
 #define KILN_SHARD_HEADER_BYTES 32
 
-/* ---- shard writer: count known up front, images added in order ---- */
+/* ---- shard writer: images streamed in order ---- */
 typedef struct kiln_shard_writer kiln_shard_writer;
 
-kiln_shard_writer *kiln_shard_writer_open(const char *path, uint32_t count, uint32_t height,
-                                          uint32_t width, kiln_err *err);
+kiln_shard_writer *kiln_shard_writer_open(const char *path, uint32_t height, uint32_t width,
+                                          kiln_err *err);
 /* Append one image (height*width*3 bytes) and its label. */
 int kiln_shard_writer_add(kiln_shard_writer *w, const uint8_t *pixels, uint32_t label,
                           kiln_err *err);
-/* EINVAL unless exactly `count` images were added; frees `w` either way. */
+uint32_t kiln_shard_writer_count(const kiln_shard_writer *w);
+/* Write the labels, patch the count, rename into place; frees `w` either way. */
 int kiln_shard_writer_commit(kiln_shard_writer *w, kiln_err *err);
 void kiln_shard_writer_abort(kiln_shard_writer *w);
 
