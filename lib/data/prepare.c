@@ -534,6 +534,7 @@ static int build_dataset(writer_state *w, kiln_zip *zip, prep_plan *plan,
                          const kiln_logger *log, kiln_err *err)
 {
     prep_skips bad = {0};
+    int existed = kiln_is_dir(w->opts->out_dir);
     int rc = make_staging(w->opts->out_dir, w->staging, sizeof w->staging, err);
     if (rc != KILN_OK)
         return rc;
@@ -551,6 +552,8 @@ static int build_dataset(writer_state *w, kiln_zip *zip, prep_plan *plan,
     kiln_shard_writer_abort(w->shard);
     w->shard = NULL;
     remove_staging(w->staging);
+    if (rc != KILN_OK && !existed)
+        rmdir(w->opts->out_dir); /* only if still empty: nothing of ours is left */
     prep_skips_free(&bad);
     return rc;
 }

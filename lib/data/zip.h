@@ -6,15 +6,20 @@
  *     (zip-slip), symlink entries (unix mode S_IFLNK in external attributes);
  *   - KILN_EUNSUPPORTED: encrypted entries;
  *   - KILN_ELIMIT: too many entries, an entry or the total declared
- *     uncompressed size over the limits, or an entry whose declared
- *     compression ratio is over max_ratio (a zip bomb);
- *   - KILN_EFORMAT: not a zip, a truncated or inconsistent zip.
+ *     uncompressed size over the limits, or an entry over
+ *     KILN_ZIP_RATIO_MIN_BYTES whose declared compression ratio is over
+ *     max_ratio (a zip bomb);
+ *   - KILN_EFORMAT: not a zip, an empty file, a truncated or inconsistent zip.
  * kiln_zip_read enforces the limits again on the bytes actually inflated,
- * since a hostile zip can declare small sizes and inflate to more.
+ * since a hostile zip can declare small sizes and inflate to more: it stops
+ * (ELIMIT) as soon as an entry inflates past its declared size, which the
+ * limits were checked against at open.
  *
  * Entry names are normalised: backslashes become '/', "./" and repeated
- * slashes are removed. Directory entries (name ending in '/') are listed
- * with is_dir set. Ownership: the kiln_zip owns its entries and names;
+ * slashes are removed; entries left with an empty name ("./") are dropped.
+ * Directory entries (name ending in '/' or '\') are listed with is_dir set.
+ * Messages show names with control bytes escaped. The reader never writes
+ * to disk. Ownership: the kiln_zip owns its entries and names;
  * buffers returned by kiln_zip_read belong to the caller (free()).
  * A kiln_zip is not thread-safe; open one per thread.
  */
@@ -33,6 +38,11 @@ typedef struct kiln_zip_limits {
     double max_ratio;              /* default 200 (uncompressed / compressed) */
 } kiln_zip_limits;
 
+/* Entries this small are exempt from max_ratio: a small file of zeros or
+ * blank text compresses far past 200 and is no bomb; max_total_bytes still
+ * bounds many of them together. */
+#define KILN_ZIP_RATIO_MIN_BYTES ((uint64_t)1 << 20)
+
 void kiln_zip_limits_default(kiln_zip_limits *limits);
 
 typedef struct kiln_zip_entry {
@@ -44,7 +54,8 @@ typedef struct kiln_zip_entry {
 
 typedef struct kiln_zip kiln_zip;
 
-/* Open and validate a zip file. `limits` NULL = defaults. NULL on failure. */
+/* Open and validate a zip file. `limits` NULL = defaults (max_ratio must be
+ * > 0). NULL on failure; ENOTFOUND when there is no such file. */
 kiln_zip *kiln_zip_open(const char *path, const kiln_zip_limits *limits, kiln_err *err);
 
 /* The same from memory (for fuzzing and tests); `data` must outlive the zip. */
@@ -54,8 +65,10 @@ kiln_zip *kiln_zip_open_buffer(const void *data, size_t len, const kiln_zip_limi
 size_t kiln_zip_count(const kiln_zip *zip);
 const kiln_zip_entry *kiln_zip_entry_at(const kiln_zip *zip, size_t index);
 
-/* Inflate entry `index` into a malloc'ed buffer; CRC checked by libzip.
- * EFORMAT on corrupt data, ELIMIT when it inflates past the limits. */
+/* Inflate entry `index` into a malloc'ed buffer (NUL-terminated, `*len`
+ * excludes the NUL); CRC checked by libzip. EFORMAT on corrupt data,
+ * ELIMIT when it inflates past its declared size, EINVAL for a directory
+ * or an index out of range. */
 int kiln_zip_read(kiln_zip *zip, size_t index, uint8_t **data, size_t *len, kiln_err *err);
 
 void kiln_zip_close(kiln_zip *zip);
