@@ -62,13 +62,25 @@ void kiln_image_free(kiln_image *img);
  * image as (0, 0, width, height). Writes into `dst`, which must be
  * allocated out_w x out_h. Allocation-free when `scratch` is given with
  * at least kiln_resize_scratch_size() bytes; pass NULL to let it allocate.
+ *
+ * The box is cut out first and then resized on its own (the filter never
+ * reads outside it), exactly as torchvision's resized_crop on a PIL image
+ * does: the result is bit-identical to PIL's
+ * img.crop((x0, y0, x0 + w, y0 + h)).resize((out_w, out_h), BILINEAR).
  */
 int kiln_image_resize_box(const kiln_image *src, int x0, int y0, int w, int h,
                           kiln_image *dst, void *scratch, kiln_err *err);
+/* Scratch bytes for resizing a src_w x src_h box (not the whole source
+ * image) to out_w x out_h; 0 for non-positive sizes. The scratch must be
+ * aligned as malloc's memory is. */
 size_t kiln_resize_scratch_size(int src_w, int src_h, int out_w, int out_h);
 
-/* torchvision's eval transform: Resize(size) on the shorter side, then
- * CenterCrop(size). Allocates `dst` (size x size). */
+/* torchvision's eval transform on a PIL image: Resize(size) on the
+ * shorter side (longer side int(size * long / short)), then
+ * CenterCrop(size) (offset int(round((side - size) / 2.0))). Only the
+ * kept pixels are computed, on the full resize's sampling grid, so the
+ * result is bit-identical to PIL resize-then-crop. Allocates `dst`
+ * (size x size). */
 int kiln_image_resize_center_crop(const kiln_image *src, int size, kiln_image *dst,
                                   kiln_err *err);
 

@@ -14,7 +14,8 @@
  *
  * Ownership: a batch returned by kiln_loader_next belongs to the loader
  * and stays valid until the next call to kiln_loader_next,
- * kiln_loader_start_epoch or kiln_loader_close. Memory is allocated at open, not per batch.
+ * kiln_loader_start_epoch or kiln_loader_close. Memory is allocated at
+ * open, not per batch.
  */
 #ifndef KILN_DATA_LOADER_H
 #define KILN_DATA_LOADER_H
