@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  libzip-dev libjpeg62-turbo-dev libpng-dev libyaml-dev libcjson-dev libexif-dev libssl-dev
+  libzip-dev libdeflate-dev libjpeg62-turbo-dev libpng-dev libyaml-dev libcjson-dev libexif-dev libssl-dev
   libcmocka-dev clang libclang-rt-14-dev
   python3 python3-pil dataset-fashion-mnist
 )

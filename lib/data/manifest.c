@@ -188,7 +188,7 @@ static int read_shards(const cJSON *a, kiln_manifest_split *s, const char *where
     s->n_shards = (size_t)n;
     for (int i = 0; i < n; i++) {
         const cJSON *sh = cJSON_GetArrayItem(a, i);
-        double count;
+        double count = 0;
         int rc = get_string(sh, "file", &s->shards[i].file, path, err);
         if (rc == KILN_OK)
             rc = get_number(sh, "count", 0, 4294967295.0, &count, path, err);
@@ -213,7 +213,7 @@ static int read_split(const cJSON *splits, int idx, kiln_manifest *m, const char
     const char *name = split_names[idx];
     const cJSON *o = cJSON_GetObjectItemCaseSensitive(splits, name);
     kiln_manifest_split *s = &m->splits[idx];
-    double count;
+    double count = 0;
     if (!cJSON_IsObject(o))
         return kiln_err_set(err, KILN_EFORMAT, "%s: splits.%s is missing", path, name);
     int rc = get_number(o, "count", 0, 4294967295.0, &count, path, err);
@@ -282,7 +282,7 @@ static int read_seed(const cJSON *o, kiln_manifest *m, const char *path, kiln_er
 static int manifest_from_json(const cJSON *o, kiln_manifest *m, const char *path,
                               kiln_err *err)
 {
-    double v;
+    double v = 0;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "kiln-dataset") != 0)
         return kiln_err_set(err, KILN_EFORMAT, "%s is not a kiln dataset manifest", path);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <libdeflate.h>
 #include <zip.h> /* libzip; angle brackets so this never finds data/zip.h */
 
 #include "data/zip.h"
@@ -24,8 +25,11 @@ struct kiln_zip {
     char label[SHOW_MAX + 32];  /* "zip 'path'" for messages */
     kiln_zip_entry *entries;
     zip_uint64_t *zindex;       /* libzip index of each entry (dropped ones leave gaps) */
+    uint32_t *crc;              /* CRC-32 and method of each entry, for the fast path */
+    uint16_t *method;
     size_t n;
     kiln_zip_limits limits;
+    struct libdeflate_decompressor *inflater; /* made on first use */
 };
 
 void kiln_zip_limits_default(kiln_zip_limits *limits)
@@ -263,6 +267,8 @@ static int add_entry(kiln_zip *kz, zip_uint64_t i, uint64_t *total, kiln_err *er
     e->size = st.size;
     e->comp_size = st.comp_size;
     e->is_dir = len > 0 && is_sep(st.name[len - 1]);
+    kz->crc[kz->n] = (st.valid & ZIP_STAT_CRC) ? st.crc : 0;
+    kz->method[kz->n] = (st.valid & ZIP_STAT_COMP_METHOD) ? st.comp_method : ZIP_CM_STORE;
     kz->zindex[kz->n++] = i;
     return KILN_OK;
 fail:
@@ -281,7 +287,9 @@ static int load_entries(kiln_zip *kz, kiln_err *err)
                             kz->label, (long long)n, (unsigned long long)kz->limits.max_entries);
     kz->entries = calloc((size_t)n + 1, sizeof *kz->entries);
     kz->zindex = calloc((size_t)n + 1, sizeof *kz->zindex);
-    if (!kz->entries || !kz->zindex)
+    kz->crc = calloc((size_t)n + 1, sizeof *kz->crc);
+    kz->method = calloc((size_t)n + 1, sizeof *kz->method);
+    if (!kz->entries || !kz->zindex || !kz->crc || !kz->method)
         return kiln_err_set(err, KILN_ENOMEM, "%s: out of memory listing %lld entries",
                             kz->label, (long long)n);
     for (zip_uint64_t i = 0; i < (zip_uint64_t)n; i++) {
@@ -439,6 +447,10 @@ void kiln_zip_close(kiln_zip *zip)
         free((char *)zip->entries[i].name);
     free(zip->entries);
     free(zip->zindex);
+    free(zip->crc);
+    free(zip->method);
+    if (zip->inflater)
+        libdeflate_free_decompressor(zip->inflater);
     free(zip);
 }
 
@@ -476,6 +488,62 @@ static int inflate_entry(kiln_zip *kz, zip_file_t *zf, const kiln_zip_entry *e, 
     return KILN_OK;
 }
 
+/* Deflated entries: read the raw stream and inflate it with libdeflate,
+ * two to three times faster than zlib through libzip. The output buffer is
+ * exactly the declared size, so an entry that inflates to more is refused
+ * (INSUFFICIENT_SPACE) without writing a byte past it; the CRC is checked. */
+static int inflate_fast(kiln_zip *kz, size_t index, const kiln_zip_entry *e, uint8_t *buf,
+                        kiln_err *err)
+{
+    char shown[SHOW_MAX + 8];
+    uint8_t *raw = NULL;
+    zip_file_t *zf = NULL;
+    size_t actual = 0;
+    int rc = KILN_OK;
+    if (!kz->inflater && !(kz->inflater = libdeflate_alloc_decompressor())) {
+        rc = kiln_err_set(err, KILN_ENOMEM, "%s: out of memory for the inflater", kz->label);
+        goto fail;
+    }
+    /* Deflate never grows data by more than a few bytes per 64 KiB block. */
+    if (e->comp_size > e->size + e->size / 64 + 1024) {
+        rc = kiln_err_set(err, KILN_EFORMAT, "%s: entry '%s': declares %llu compressed bytes "
+                          "for %llu bytes of data (corrupt zip)", kz->label, show(shown, e->name),
+                          (unsigned long long)e->comp_size, (unsigned long long)e->size);
+        goto fail;
+    }
+    if (e->comp_size >= SIZE_MAX || !(raw = malloc((size_t)e->comp_size + 1))) {
+        rc = kiln_err_set(err, KILN_ENOMEM, "%s: entry '%s': out of memory", kz->label,
+                          show(shown, e->name));
+        goto fail;
+    }
+    if (!(zf = zip_fopen_index(kz->za, kz->zindex[index], ZIP_FL_COMPRESSED))) {
+        rc = zip_fail(err, kz->label, e->name, zip_get_error(kz->za), 0);
+        zip_error_clear(kz->za);
+        goto fail;
+    }
+    zip_int64_t n = zip_fread(zf, raw, e->comp_size);
+    if (n < 0) {
+        rc = zip_fail(err, kz->label, e->name, zip_file_get_error(zf), 0);
+        goto fail;
+    }
+    enum libdeflate_result r = libdeflate_deflate_decompress(kz->inflater, raw, (size_t)n, buf,
+                                                             (size_t)e->size, &actual);
+    if (r == LIBDEFLATE_INSUFFICIENT_SPACE)
+        rc = kiln_err_set(err, KILN_ELIMIT,
+                          "%s: entry '%s': inflates past its declared %llu bytes (zip bomb?)",
+                          kz->label, show(shown, e->name), (unsigned long long)e->size);
+    else if (r != LIBDEFLATE_SUCCESS || actual != e->size ||
+             libdeflate_crc32(0, buf, actual) != kz->crc[index])
+        rc = kiln_err_set(err, KILN_EFORMAT,
+                          "%s: entry '%s': truncated or corrupt zip (bad deflate data or CRC)",
+                          kz->label, show(shown, e->name));
+fail:
+    if (zf)
+        zip_fclose(zf);
+    free(raw);
+    return rc;
+}
+
 int kiln_zip_read(kiln_zip *zip, size_t index, uint8_t **data, size_t *len, kiln_err *err)
 {
     char shown[SHOW_MAX + 8];
@@ -503,14 +571,20 @@ int kiln_zip_read(kiln_zip *zip, size_t index, uint8_t **data, size_t *len, kiln
                           zip->label, show(shown, e->name), (unsigned long long)e->size);
         goto fail;
     }
-    if (!(zf = zip_fopen_index(zip->za, zip->zindex[index], 0))) {
-        rc = zip_fail(err, zip->label, e->name, zip_get_error(zip->za), 0);
-        zip_error_clear(zip->za);
-        goto fail;
+    if (zip->method[index] == ZIP_CM_DEFLATE) {
+        if ((rc = inflate_fast(zip, index, e, buf, err)) != KILN_OK)
+            goto fail;
+    } else {
+        if (!(zf = zip_fopen_index(zip->za, zip->zindex[index], 0))) {
+            rc = zip_fail(err, zip->label, e->name, zip_get_error(zip->za), 0);
+            zip_error_clear(zip->za);
+            goto fail;
+        }
+        if ((rc = inflate_entry(zip, zf, e, buf, err)) != KILN_OK)
+            goto fail;
+        zip_fclose(zf);
+        zf = NULL;
     }
-    if ((rc = inflate_entry(zip, zf, e, buf, err)) != KILN_OK)
-        goto fail;
-    zip_fclose(zf);
     buf[e->size] = '\0';
     *data = buf;
     *len = (size_t)e->size;
