@@ -13,7 +13,8 @@
 # torch workers 2, unpinned. kiln also takes the best of REPEATS runs.
 #
 # Usage: bench/data.sh            (from anywhere; works in the repository root)
-# Env:   N=2048 images, REPEATS=2, SKIP_BUILD=1 to use build-bench as it is.
+# Env:   N=2048 images, REPEATS=2, EPOCHS=10 (the training-run table),
+#        SKIP_BUILD=1 to use build-bench as it is.
 # Data and results stay in bench/out/ (gitignored); photos are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ OUT=bench/out
 BUILD=build-bench
 N=${N:-2048}
 REPEATS=${REPEATS:-2}
+EPOCHS=${EPOCHS:-10}
 KILN=$BUILD/cli/kiln
 LOADER=$BUILD/bench/bench_loader
 RESULTS=$OUT/data-results.txt
@@ -106,6 +108,13 @@ measure() {
     ROWS+=("$(printf '%-8s %10s %11s %7sx %18s %15s' "$label" "$k_rate" "$T_RATE" "$ratio" \
         "$(div "$N" "$K_PREP")" "$(div "$N" "$K_LOAD")")")
     RATIOS+=("$ratio")
+    # A training run of EPOCHS epochs: kiln prepares once and loads every
+    # epoch; torch decodes every epoch. From the times measured above.
+    local kr_e ratio_e
+    kr_e=$(awk -v n="$N" -v e="$EPOCHS" -v p="$K_PREP" -v l="$K_LOAD" \
+        'BEGIN { printf "%.1f", n * e / (p + e * l) }')
+    ratio_e=$(awk -v a="$kr_e" -v b="$T_RATE" 'BEGIN { printf "%.2f", a / b }')
+    EROWS+=("$(printf '%-8s %10s %11s %7sx' "$label" "$kr_e" "$T_RATE" "$ratio_e")")
     CORES+=("$5")
     KRATES+=("$k_rate")
     TRATES+=("$T_RATE")
@@ -119,8 +128,14 @@ report() {
     printf '%-8s %10s %11s %8s %18s %15s\n' config "kiln img/s" "torch img/s" ratio \
         "kiln prepare img/s" "kiln load img/s"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "a training run of $EPOCHS epochs (kiln: prepare once + $EPOCHS loader epochs;" \
+         "torch: $EPOCHS epochs), img/s per epoch, from the times above:"
+    printf '%-8s %10s %11s %8s\n' config "kiln img/s" "torch img/s" ratio
+    printf '%s\n' "${EROWS[@]}"
+    echo
     for i in "${!RATIOS[@]}"; do
-        printf 'per core, %s: kiln %s vs torch %s img/s/core = %sx (target >= 3x: %s)\n' \
+        printf 'one epoch, per core, %s: kiln %s vs torch %s img/s/core = %sx (target >= 3x: %s)\n' \
             "${CORES[$i]}" "$(div "${KRATES[$i]}" "${CORES[$i]%% *}")" \
             "$(div "${TRATES[$i]}" "${CORES[$i]%% *}")" "${RATIOS[$i]}" \
             "$(awk -v r="${RATIOS[$i]}" 'BEGIN { print (r >= 3 ? "met" : "NOT met") }')"
@@ -132,7 +147,7 @@ main() {
     build
     "$PY" bench/make_photos.py --n "$N" --out "$OUT" >&2
     echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews both sides)" >&2
-    ROWS=() RATIOS=() CORES=() KRATES=() TRATES=()
+    ROWS=() EROWS=() RATIOS=() CORES=() KRATES=() TRATES=()
     measure "1 core" 1 0 "taskset -c 0" "1 core"
     if [[ $(nproc) -ge 2 ]]; then
         measure "2 cores" 2 2 "" "2 cores"

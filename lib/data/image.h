@@ -71,8 +71,9 @@ void kiln_image_free(kiln_image *img);
 int kiln_image_resize_box(const kiln_image *src, int x0, int y0, int w, int h,
                           kiln_image *dst, void *scratch, kiln_err *err);
 /* Scratch bytes for resizing a src_w x src_h box (not the whole source
- * image) to out_w x out_h; 0 for non-positive sizes. The scratch must be
- * aligned as malloc's memory is. */
+ * image) to out_w x out_h; 0 for non-positive sizes. It grows with the
+ * box, so the size for the largest box (the whole image) serves every
+ * box inside it. The scratch must be aligned as malloc's memory is. */
 size_t kiln_resize_scratch_size(int src_w, int src_h, int out_w, int out_h);
 
 /* torchvision's eval transform on a PIL image: Resize(size) on the
