@@ -177,7 +177,7 @@ static int write_good(writer_state *w, const prep_item *it, const uint8_t *px, k
     kiln_manifest_split *sp = &w->m->splits[it->split];
     sp->count++;
     sp->per_class[it->label]++;
-    if (it->split == KILN_SPLIT_TRAIN)
+    if (it->split == KILN_SPLIT_TRAIN && w->opts->normalize_dataset)
         add_stats(w, px);
     return KILN_OK;
 }
