@@ -16,25 +16,6 @@
 #include "support/testutil.h"
 #include "support/zipbuild.h"
 
-typedef struct fixture {
-    char *dir;
-} fixture;
-
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = kt_mkdtemp();
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    kt_rmtree_free(f->dir);
-    free(f);
-    return 0;
-}
 
 static void expect_err(const kiln_err *err, kiln_code code, const char *needle)
 {
@@ -86,12 +67,12 @@ static void write_shard(const char *path, uint32_t h, uint32_t w, uint32_t count
 
 static void test_shard_round_trip(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "a.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "a.kshard");
     kiln_err err = {0};
     uint8_t want[3 * 5 * 3];
     write_shard(path, 3, 5, 7);
-    assert_int_equal(count_entries(f->dir, ".tmp."), 0);
+    assert_int_equal(count_entries(dir, ".tmp."), 0);
     kiln_shard *s = kiln_shard_open(path, &err);
     if (!s)
         fail_msg("%s", err.msg);
@@ -109,8 +90,8 @@ static void test_shard_round_trip(void **state)
 
 static void test_shard_empty_round_trip(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "empty.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "empty.kshard");
     kiln_err err = {0};
     write_shard(path, 2, 2, 0);
     kiln_shard *s = kiln_shard_open(path, &err);
@@ -124,8 +105,8 @@ static void test_shard_empty_round_trip(void **state)
  * leaves neither a shard nor its temporary file. */
 static void test_shard_commit_failure_leaves_nothing(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "b.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "b.kshard");
     char *inner = kt_path(path, "keep");
     kiln_err err = {0};
     uint8_t px[2 * 2 * 3] = {0};
@@ -136,7 +117,7 @@ static void test_shard_commit_failure_leaves_nothing(void **state)
     kt_write_file(inner, "x", 1);
     assert_int_not_equal(kiln_shard_writer_commit(w, &err), KILN_OK);
     assert_non_null(strstr(err.msg, "b.kshard"));
-    assert_int_equal(count_entries(f->dir, ".tmp."), 0);
+    assert_int_equal(count_entries(dir, ".tmp."), 0);
     assert_int_equal(kiln_is_file(path), 0);
     free(inner);
     free(path);
@@ -144,26 +125,26 @@ static void test_shard_commit_failure_leaves_nothing(void **state)
 
 static void test_shard_abort_leaves_nothing(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "c.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "c.kshard");
     kiln_err err = {0};
     uint8_t px[4 * 4 * 3] = {0};
     kiln_shard_writer *w = kiln_shard_writer_open(path, 4, 4, &err);
     assert_non_null(w);
     assert_int_equal(kiln_shard_writer_add(w, px, 1, &err), KILN_OK);
     kiln_shard_writer_abort(w);
-    assert_int_equal(count_entries(f->dir, ""), 0);
+    assert_int_equal(count_entries(dir, ""), 0);
     free(path);
 }
 
 static void test_shard_writer_bad_size(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "d.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "d.kshard");
     kiln_err err = {0};
     assert_null(kiln_shard_writer_open(path, 0, 4, &err));
     expect_err(&err, KILN_EINVAL, "bad image size");
-    assert_int_equal(count_entries(f->dir, ""), 0);
+    assert_int_equal(count_entries(dir, ""), 0);
     free(path);
 }
 
@@ -177,8 +158,8 @@ static void expect_shard_refused(const char *path, const char *needle)
 
 static void test_shard_truncated(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "t.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "t.kshard");
     write_shard(path, 4, 4, 3);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -193,8 +174,8 @@ static void test_shard_truncated(void **state)
 
 static void test_shard_bad_magic_and_header(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "m.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "m.kshard");
     size_t len;
     write_shard(path, 2, 2, 2);
     uint8_t *buf = kt_read_all(path, &len);
@@ -215,8 +196,8 @@ static void test_shard_bad_magic_and_header(void **state)
 
 static void test_shard_missing(void **state)
 {
-    fixture *f = *state;
-    char *path = kt_path(f->dir, "nope.kshard");
+    const char *dir = *state;
+    char *path = kt_path(dir, "nope.kshard");
     kiln_err err = {0};
     assert_null(kiln_shard_open(path, &err));
     expect_err(&err, KILN_EIO, "nope.kshard");
@@ -324,14 +305,14 @@ static void compare_manifests(const kiln_manifest *a, const kiln_manifest *b)
 
 static void test_manifest_round_trip(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_manifest m, back;
     kiln_err err = {0};
     full_manifest(&m);
-    if (kiln_manifest_write(f->dir, &m, &err) != KILN_OK)
+    if (kiln_manifest_write(dir, &m, &err) != KILN_OK)
         fail_msg("%s", err.msg);
-    assert_int_equal(count_entries(f->dir, ".tmp."), 0);
-    if (kiln_manifest_read(f->dir, &back, &err) != KILN_OK)
+    assert_int_equal(count_entries(dir, ".tmp."), 0);
+    if (kiln_manifest_read(dir, &back, &err) != KILN_OK)
         fail_msg("%s", err.msg);
     compare_manifests(&m, &back);
     kiln_manifest_free(&m);
@@ -447,8 +428,8 @@ static void edit_skipped_number(cJSON *r)
 
 static void test_manifest_refused(void **state)
 {
-    fixture *f = *state;
-    const char *d = f->dir;
+    const char *dir = *state;
+    const char *d = dir;
     expect_manifest_refused(d, edit_size_string, KILN_EFORMAT, "'image_size' must be a number");
     expect_manifest_refused(d, edit_no_classes, KILN_EFORMAT, "'classes'");
     expect_manifest_refused(d, edit_class_number, KILN_EFORMAT, "classes[1]");
@@ -471,17 +452,17 @@ static void test_manifest_refused(void **state)
 
 static void test_manifest_not_json_or_missing(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_manifest m;
     kiln_err err = {0};
-    assert_int_not_equal(kiln_manifest_read(f->dir, &m, &err), KILN_OK);
+    assert_int_not_equal(kiln_manifest_read(dir, &m, &err), KILN_OK);
     assert_non_null(strstr(err.msg, "manifest.json"));
-    char *path = kt_path(f->dir, "manifest.json");
+    char *path = kt_path(dir, "manifest.json");
     kt_write_file(path, "{\"format\": ", 11);
-    assert_int_equal(kiln_manifest_read(f->dir, &m, &err), KILN_EFORMAT);
+    assert_int_equal(kiln_manifest_read(dir, &m, &err), KILN_EFORMAT);
     expect_err(&err, KILN_EFORMAT, "not a valid JSON object");
     kt_write_file(path, "[1, 2]", 6);
-    assert_int_equal(kiln_manifest_read(f->dir, &m, &err), KILN_EFORMAT);
+    assert_int_equal(kiln_manifest_read(dir, &m, &err), KILN_EFORMAT);
     free(path);
 }
 
@@ -522,7 +503,7 @@ static void check_split(const char *dir, int split, uint32_t count, int n_classe
 
 static void test_dataset_several_shards(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kt_ds_opts o;
     kt_ds_opts_default(&o);
     o.image_size = 6;
@@ -531,27 +512,27 @@ static void test_dataset_several_shards(void **state)
     o.per_split[KILN_SPLIT_VAL] = 9;
     o.per_split[KILN_SPLIT_TEST] = 1;
     o.shard_images = 7;
-    kt_ds_build(f->dir, &o);
-    assert_int_equal(count_entries(f->dir, "train-"), 43);
-    check_split(f->dir, KILN_SPLIT_TRAIN, 300, 4);
-    check_split(f->dir, KILN_SPLIT_VAL, 9, 4);
-    check_split(f->dir, KILN_SPLIT_TEST, 1, 4);
+    kt_ds_build(dir, &o);
+    assert_int_equal(count_entries(dir, "train-"), 43);
+    check_split(dir, KILN_SPLIT_TRAIN, 300, 4);
+    check_split(dir, KILN_SPLIT_VAL, 9, 4);
+    check_split(dir, KILN_SPLIT_TEST, 1, 4);
 }
 
 static void test_dataset_empty_split_and_bad_split(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kt_ds_opts o;
     kiln_err err = {0};
     kt_ds_opts_default(&o);
-    kt_ds_build(f->dir, &o);
-    kiln_dataset *ds = kiln_dataset_open(f->dir, KILN_SPLIT_TEST, &err);
+    kt_ds_build(dir, &o);
+    kiln_dataset *ds = kiln_dataset_open(dir, KILN_SPLIT_TEST, &err);
     assert_non_null(ds);
     assert_int_equal(kiln_dataset_count(ds), 0);
     kiln_dataset_close(ds);
-    assert_null(kiln_dataset_open(f->dir, 3, &err));
+    assert_null(kiln_dataset_open(dir, 3, &err));
     expect_err(&err, KILN_EINVAL, "split");
-    assert_null(kiln_dataset_open(f->dir, -1, &err));
+    assert_null(kiln_dataset_open(dir, -1, &err));
     expect_err(&err, KILN_EINVAL, "split");
 }
 
@@ -579,13 +560,13 @@ static void edit_two_classes(cJSON *r)
 
 static void test_dataset_label_out_of_range(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kt_ds_opts o;
     kiln_err err = {0};
     kt_ds_opts_default(&o); /* 3 classes: labels 0, 1, 2 */
-    kt_ds_build(f->dir, &o);
-    patch_manifest(f->dir, edit_two_classes);
-    assert_null(kiln_dataset_open(f->dir, KILN_SPLIT_TRAIN, &err));
+    kt_ds_build(dir, &o);
+    patch_manifest(dir, edit_two_classes);
+    assert_null(kiln_dataset_open(dir, KILN_SPLIT_TRAIN, &err));
     expect_err(&err, KILN_EFORMAT, "has label 2, only 2 classes");
     assert_non_null(strstr(err.msg, "train-00000.kshard"));
 }
@@ -605,36 +586,36 @@ static void edit_image_size(cJSON *r)
 
 static void test_dataset_manifest_disagrees_with_shard(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kt_ds_opts o;
     kiln_err err = {0};
     kt_ds_opts_default(&o);
     o.per_split[KILN_SPLIT_TRAIN] = 10;
     o.shard_images = 4;
-    kt_ds_build(f->dir, &o);
-    patch_manifest(f->dir, edit_shard_claims_more);
-    assert_null(kiln_dataset_open(f->dir, KILN_SPLIT_TRAIN, &err));
+    kt_ds_build(dir, &o);
+    patch_manifest(dir, edit_shard_claims_more);
+    assert_null(kiln_dataset_open(dir, KILN_SPLIT_TRAIN, &err));
     expect_err(&err, KILN_EFORMAT, "holds 4 images of 16x16, manifest.json says 5 of 16x16");
     /* Another split is still fine: only the one opened is checked. */
-    kiln_dataset *ds = kiln_dataset_open(f->dir, KILN_SPLIT_VAL, &err);
+    kiln_dataset *ds = kiln_dataset_open(dir, KILN_SPLIT_VAL, &err);
     assert_non_null(ds);
     kiln_dataset_close(ds);
-    patch_manifest(f->dir, edit_image_size);
-    assert_null(kiln_dataset_open(f->dir, KILN_SPLIT_VAL, &err));
+    patch_manifest(dir, edit_image_size);
+    assert_null(kiln_dataset_open(dir, KILN_SPLIT_VAL, &err));
     expect_err(&err, KILN_EFORMAT, "manifest.json says 4 of 8x8");
 }
 
 static void test_dataset_missing_shard(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kt_ds_opts o;
     kiln_err err = {0};
     kt_ds_opts_default(&o);
     o.shard_images = 8;
-    kt_ds_build(f->dir, &o);
-    char *path = kt_path(f->dir, "train-00002.kshard");
+    kt_ds_build(dir, &o);
+    char *path = kt_path(dir, "train-00002.kshard");
     assert_int_equal(unlink(path), 0);
-    assert_null(kiln_dataset_open(f->dir, KILN_SPLIT_TRAIN, &err));
+    assert_null(kiln_dataset_open(dir, KILN_SPLIT_TRAIN, &err));
     expect_err(&err, KILN_EIO, "train-00002.kshard");
     free(path);
 }
@@ -642,26 +623,26 @@ static void test_dataset_missing_shard(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_shard_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_empty_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_commit_failure_leaves_nothing, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_shard_abort_leaves_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_writer_bad_size, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_truncated, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_bad_magic_and_header, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_shard_missing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_manifest_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_manifest_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_manifest_not_json_or_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shard_round_trip, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_empty_round_trip, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_commit_failure_leaves_nothing, kt_setup_tmpdir,
+                                        kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_abort_leaves_nothing, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_writer_bad_size, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_truncated, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_bad_magic_and_header, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_shard_missing, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_manifest_round_trip, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_manifest_refused, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_manifest_not_json_or_missing, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test(test_split_names),
-        cmocka_unit_test_setup_teardown(test_dataset_several_shards, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dataset_empty_split_and_bad_split, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_dataset_label_out_of_range, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dataset_manifest_disagrees_with_shard, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_dataset_missing_shard, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_several_shards, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dataset_empty_split_and_bad_split, kt_setup_tmpdir,
+                                        kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dataset_label_out_of_range, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dataset_manifest_disagrees_with_shard, kt_setup_tmpdir,
+                                        kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_dataset_missing_shard, kt_setup_tmpdir, kt_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

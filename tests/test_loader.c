@@ -21,28 +21,9 @@
 static const double in_mean[3] = {0.485, 0.456, 0.406};
 static const double in_std[3] = {0.229, 0.224, 0.225};
 
-typedef struct fixture {
-    char *dir;
-} fixture;
 
-static int setup(void **state)
-{
-    fixture *f = calloc(1, sizeof *f);
-    f->dir = kt_mkdtemp();
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    kt_rmtree_free(f->dir);
-    free(f);
-    return 0;
-}
-
-/* Build `train` images of size x size (and 4 val, 0 test) into f->dir. */
-static void build(const fixture *f, uint32_t train, int size)
+/* Build `train` images of size x size (and 4 val, 0 test) into dir. */
+static void build(const char *dir, uint32_t train, int size)
 {
     kt_ds_opts o;
     kt_ds_opts_default(&o);
@@ -50,7 +31,7 @@ static void build(const fixture *f, uint32_t train, int size)
     o.per_split[KILN_SPLIT_TRAIN] = train;
     o.per_split[KILN_SPLIT_VAL] = 4;
     o.shard_images = 16; /* several shards, so indexing crosses them */
-    kt_ds_build(f->dir, &o);
+    kt_ds_build(dir, &o);
 }
 
 static kiln_loader *open_ok(const char *dir, const kiln_loader_opts *o)
@@ -199,14 +180,14 @@ static void test_defaults(void **state)
 /* No augmentation, shuffled: every image once, whole and exact, labelled. */
 static void test_every_image_once(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_loader_opts o;
-    build(f, 37, 8);
+    build(dir, 37, 8);
     kiln_loader_opts_default(&o);
     o.batch_size = 5;
     o.threads = 3;
     o.shuffle = 1;
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     assert_int_equal(kiln_loader_num_images(l), 37);
     assert_int_equal(kiln_loader_batches_per_epoch(l), 8);
     int seen[37] = {0}, in_order = 1;
@@ -261,19 +242,19 @@ static void epoch_order(const char *dir, uint64_t seed, int shuffle, int epoch, 
 
 static void test_epoch_orders(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     enum { N = 50 };
     uint32_t a0[N], a1[N], b0[N], c0[N], id0[N], id1[N];
-    build(f, N, 4);
-    epoch_order(f->dir, 42, 1, 0, a0, N);
-    epoch_order(f->dir, 42, 1, 1, a1, N);
-    epoch_order(f->dir, 42, 1, 0, b0, N);
-    epoch_order(f->dir, 43, 1, 0, c0, N);
+    build(dir, N, 4);
+    epoch_order(dir, 42, 1, 0, a0, N);
+    epoch_order(dir, 42, 1, 1, a1, N);
+    epoch_order(dir, 42, 1, 0, b0, N);
+    epoch_order(dir, 43, 1, 0, c0, N);
     assert_memory_equal(a0, b0, sizeof a0);
     assert_memory_not_equal(a0, a1, sizeof a0);
     assert_memory_not_equal(a0, c0, sizeof a0);
-    epoch_order(f->dir, 42, 0, 0, id0, N);
-    epoch_order(f->dir, 42, 0, 3, id1, N);
+    epoch_order(dir, 42, 0, 0, id0, N);
+    epoch_order(dir, 42, 0, 3, id1, N);
     for (uint32_t i = 0; i < N; i++)
         assert_true(id0[i] == i && id1[i] == i);
     /* The same loader gives epoch 0's order again after epoch 1. */
@@ -281,7 +262,7 @@ static void test_epoch_orders(void **state)
     epoch_out e0, e1, again;
     kiln_loader_opts_default(&o);
     o.shuffle = 1;
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     run_epoch(l, 0, &e0);
     run_epoch(l, 1, &e1);
     run_epoch(l, 0, &again);
@@ -297,16 +278,16 @@ static void test_epoch_orders(void **state)
 /* With augmentation on, thread count and prefetch depth change no bit. */
 static void test_threads_bit_identical(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     const int cfg[][2] = {{1, 1}, {4, 0}, {4, 1}, {3, 5}, {8, 2}}; /* threads, prefetch */
     enum { N_CFG = sizeof cfg / sizeof cfg[0] };
     epoch_out ref[2], got;
-    build(f, 45, 20);
+    build(dir, 45, 20);
     for (int i = 0; i < N_CFG; i++) {
         kiln_loader_opts o;
         aug_opts(&o, 6, 12, cfg[i][0]);
         o.prefetch = cfg[i][1];
-        kiln_loader *l = open_ok(f->dir, &o);
+        kiln_loader *l = open_ok(dir, &o);
         for (int ep = 0; ep < 2; ep++) {
             run_epoch(l, ep, i == 0 ? &ref[ep] : &got);
             if (i > 0) {
@@ -325,13 +306,13 @@ static void test_threads_bit_identical(void **state)
 /* Augmentation differs between epochs even in the same order. */
 static void test_augmentation_varies_by_epoch(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_loader_opts o;
     epoch_out e0, e1;
-    build(f, 20, 20);
+    build(dir, 20, 20);
     aug_opts(&o, 4, 12, 2);
     o.shuffle = 0;
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     run_epoch(l, 0, &e0);
     run_epoch(l, 1, &e1);
     assert_memory_equal(e0.indices, e1.indices, e0.n * sizeof *e0.indices);
@@ -350,7 +331,7 @@ static uint8_t const_pixel(void *ctx, uint32_t index, int y, int x, int c, int s
  * direct copy, resize, or crop + resize + flip. */
 static void test_normalisation_exact(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     uint8_t value[3] = {200, 17, 99};
     const double mean[3] = {0.3, 0.5, 0.7}, std[3] = {0.2, 0.25, 0.1};
     kt_ds_opts d;
@@ -361,14 +342,14 @@ static void test_normalisation_exact(void **state)
     memcpy(d.std, std, sizeof std);
     d.pixel = const_pixel;
     d.pixel_ctx = value;
-    kt_ds_build(f->dir, &d);
+    kt_ds_build(dir, &d);
     for (int mode = 0; mode < 3; mode++) {
         kiln_loader_opts o;
         kiln_loader_opts_default(&o);
         o.batch_size = 6;
         o.out_size = mode == 0 ? 0 : 5;
         o.random_resized_crop = o.horizontal_flip = mode == 2;
-        kiln_loader *l = open_ok(f->dir, &o);
+        kiln_loader *l = open_ok(dir, &o);
         const kiln_batch *b = next_ok(l);
         assert_int_equal(b->n, 6);
         assert_int_equal(b->width, mode == 0 ? 8 : 5);
@@ -389,17 +370,17 @@ static void test_normalisation_exact(void **state)
  * the image's stream, about half the time. */
 static void test_flip_only(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     enum { N = 200, S = 16 };
     kiln_loader_opts o;
     epoch_out e;
-    build(f, N, S);
+    build(dir, N, S);
     kiln_loader_opts_default(&o);
     o.batch_size = 32;
     o.threads = 2;
     o.shuffle = 1;
     o.horizontal_flip = 1;
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     run_epoch(l, 2, &e);
     int flips = 0;
     for (uint32_t p = 0; p < N; p++) {
@@ -450,14 +431,14 @@ static crop torchvision_crop(kiln_rng *rng, int W, int H, const kiln_loader_opts
  * torchvision's do (mean area ~0.48 of the image, rarely the whole). */
 static void test_random_resized_crop(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     enum { N = 240, S = 64, OUT = 32 };
     const double step = 255.0 / (S - 1);
     kiln_loader_opts o;
     epoch_out e;
-    build(f, N, S);
+    build(dir, N, S);
     aug_opts(&o, 16, OUT, 2);
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     run_epoch(l, 5, &e);
     double area_sum = 0;
     int full = 0, narrow = 0, flips = 0;
@@ -498,21 +479,21 @@ static void test_random_resized_crop(void **state)
  * plain resize (and the plain copy at the stored size). */
 static void test_full_crop_equals_resize(void **state)
 {
-    fixture *f = *state;
-    build(f, 10, 12);
+    const char *dir = *state;
+    build(dir, 10, 12);
     for (int out = 12; out >= 9; out -= 3) {
         kiln_loader_opts o;
         epoch_out plain, cropped;
         kiln_loader_opts_default(&o);
         o.batch_size = 3;
         o.out_size = out;
-        kiln_loader *l = open_ok(f->dir, &o);
+        kiln_loader *l = open_ok(dir, &o);
         run_epoch(l, 0, &plain);
         kiln_loader_close(l);
         o.random_resized_crop = 1;
         o.scale_min = o.scale_max = 1;
         o.ratio_min = o.ratio_max = 1;
-        l = open_ok(f->dir, &o);
+        l = open_ok(dir, &o);
         run_epoch(l, 0, &cropped);
         kiln_loader_close(l);
         assert_true(epochs_equal(&plain, &cropped));
@@ -523,15 +504,15 @@ static void test_full_crop_equals_resize(void **state)
 
 static void test_drop_last(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_loader_opts o;
     epoch_out e0, e1;
-    build(f, 23, 4);
+    build(dir, 23, 4);
     kiln_loader_opts_default(&o);
     o.batch_size = 5;
     o.shuffle = 1;
     o.threads = 2;
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     assert_int_equal(kiln_loader_batches_per_epoch(l), 5);
     run_epoch(l, 0, &e0);
     assert_int_equal(e0.n, 23);
@@ -539,7 +520,7 @@ static void test_drop_last(void **state)
     kiln_loader_close(l);
 
     o.drop_last = 1;
-    l = open_ok(f->dir, &o);
+    l = open_ok(dir, &o);
     assert_int_equal(kiln_loader_batches_per_epoch(l), 4);
     start_ok(l, 0);
     for (int i = 0; i < 4; i++)
@@ -559,19 +540,19 @@ static void test_drop_last(void **state)
  * a whole epoch gives exactly what a fresh loader gives. */
 static void test_restart_mid_epoch(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_loader_opts o;
     epoch_out ref[3], got;
-    build(f, 41, 12);
+    build(dir, 41, 12);
     aug_opts(&o, 4, 10, 1);
-    kiln_loader *l = open_ok(f->dir, &o);
+    kiln_loader *l = open_ok(dir, &o);
     for (int ep = 0; ep < 3; ep++)
         run_epoch(l, ep, &ref[ep]);
     kiln_loader_close(l);
 
     o.threads = 3;
     o.prefetch = 2;
-    l = open_ok(f->dir, &o);
+    l = open_ok(dir, &o);
     /* next before any start_epoch is epoch 0. */
     assert_int_equal(next_ok(l)->indices[0], ref[0].indices[0]);
     for (int round = 0; round < 30; round++) {
@@ -636,7 +617,7 @@ static void ratio_nan(kiln_loader_opts *o) { o->random_resized_crop = 1; o->rati
 
 static void test_bad_options(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     const bad_opt bad[] = {
         {"batch_size must be in 1..", batch_zero}, {"batch_size", batch_neg},
         {"threads must be in 1..256, got 0", threads_zero}, {"threads", threads_many},
@@ -644,39 +625,39 @@ static void test_bad_options(void **state)
         {"scale", scale_zero}, {"scale", scale_swapped}, {"scale max 1.5", scale_above_one},
         {"ratio", ratio_swapped}, {"ratio", ratio_nan},
     };
-    build(f, 10, 4);
+    build(dir, 10, 4);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         kiln_loader_opts o;
         kiln_loader_opts_default(&o);
         bad[i].set(&o);
-        expect_open_fails(f->dir, &o, KILN_EINVAL, bad[i].needle);
+        expect_open_fails(dir, &o, KILN_EINVAL, bad[i].needle);
     }
     /* Scale and ratio are only checked when the crop is on. */
     kiln_loader_opts o;
     kiln_loader_opts_default(&o);
     o.scale_min = 0;
     o.ratio_min = -1;
-    kiln_loader_close(open_ok(f->dir, &o));
+    kiln_loader_close(open_ok(dir, &o));
 }
 
 static void test_bad_dataset_or_epoch(void **state)
 {
-    fixture *f = *state;
+    const char *dir = *state;
     kiln_loader_opts o;
     kiln_err err = {0};
     char want[4200];
-    build(f, 10, 4);
+    build(dir, 10, 4);
     kiln_loader_opts_default(&o);
     o.split = KILN_SPLIT_TEST;
-    snprintf(want, sizeof want, "dataset %s has no images in split 'test'", f->dir);
-    expect_open_fails(f->dir, &o, KILN_EINVAL, want);
+    snprintf(want, sizeof want, "dataset %s has no images in split 'test'", dir);
+    expect_open_fails(dir, &o, KILN_EINVAL, want);
     o.split = 7;
-    expect_open_fails(f->dir, &o, KILN_EINVAL, "split");
+    expect_open_fails(dir, &o, KILN_EINVAL, "split");
     o.split = KILN_SPLIT_VAL; /* 4 images */
     o.batch_size = 5;
     o.drop_last = 1;
-    expect_open_fails(f->dir, &o, KILN_EINVAL, "drop_last leaves no batch");
-    char *missing = kt_path(f->dir, "nope");
+    expect_open_fails(dir, &o, KILN_EINVAL, "drop_last leaves no batch");
+    char *missing = kt_path(dir, "nope");
     kiln_loader_opts_default(&o);
     assert_null(kiln_loader_open(missing, &o, &err));
     assert_non_null(strstr(err.msg, "nope"));
@@ -685,12 +666,12 @@ static void test_bad_dataset_or_epoch(void **state)
     assert_null(kiln_loader_open(NULL, &o, &err));
     assert_int_equal(err.code, KILN_EINVAL);
     /* NULL options are the defaults: batch 32 over 10 images is one batch. */
-    kiln_loader *l = open_ok(f->dir, NULL);
+    kiln_loader *l = open_ok(dir, NULL);
     assert_int_equal(kiln_loader_batches_per_epoch(l), 1);
     assert_int_equal(next_ok(l)->n, 10);
     kiln_loader_close(l);
 
-    l = open_ok(f->dir, &o);
+    l = open_ok(dir, &o);
     assert_int_equal(kiln_loader_start_epoch(l, -1, &err), KILN_EINVAL);
     assert_non_null(strstr(err.msg, "epoch"));
     kiln_loader_close(l);
@@ -701,18 +682,18 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
-        cmocka_unit_test_setup_teardown(test_every_image_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_epoch_orders, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_threads_bit_identical, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_augmentation_varies_by_epoch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_normalisation_exact, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_flip_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_random_resized_crop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_crop_equals_resize, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_drop_last, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_mid_epoch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_options, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_dataset_or_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_image_once, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_epoch_orders, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_threads_bit_identical, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_augmentation_varies_by_epoch, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_normalisation_exact, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_flip_only, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_random_resized_crop, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_full_crop_equals_resize, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_drop_last, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_restart_mid_epoch, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bad_options, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_bad_dataset_or_epoch, kt_setup_tmpdir, kt_teardown_tmpdir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

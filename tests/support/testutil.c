@@ -24,6 +24,19 @@ void kt_rmtree_free(char *path)
     free(path);
 }
 
+int kt_setup_tmpdir(void **state)
+{
+    *state = kt_mkdtemp();
+    return 0;
+}
+
+int kt_teardown_tmpdir(void **state)
+{
+    kt_rmtree_free(*state);
+    *state = NULL;
+    return 0;
+}
+
 char *kt_path(const char *dir, const char *name)
 {
     char *p = NULL;

@@ -10,6 +10,10 @@
 
 /* Make a fresh directory under $TMPDIR (or /tmp); returns a malloc'ed path. */
 char *kt_mkdtemp(void);
+/* CMocka setup / teardown: each test gets a fresh temporary directory as
+ * *state (a char *), removed afterwards. */
+int kt_setup_tmpdir(void **state);
+int kt_teardown_tmpdir(void **state);
 /* rm -rf `path` and free it. */
 void kt_rmtree_free(char *path);
 /* Path join into a static-free malloc'ed string. */
