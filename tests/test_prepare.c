@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "data/dataset.h"
 #include "data/prepare.h"
+#include "data/zip.h"
 #include "support/imgbuild.h"
 #include "support/testutil.h"
 #include "support/zipbuild.h"
@@ -449,6 +450,60 @@ static void test_dataset_normalization(void **state)
     kiln_manifest_free(&m);
 }
 
+static void write_entry_file(const char *dir, const kt_zip_entry *e)
+{
+    char *path = kt_path(dir, e->name);
+    assert_int_equal(kt_system("mkdir -p \"$(dirname '%s')\"", path), 0);
+    kt_write_file(path, e->data, e->len);
+    free(path);
+}
+
+/* A folder of class folders is zipped, then checked without writing anything. */
+static void test_zip_folder_and_validate(void **state)
+{
+    fixture *f = *state;
+    entries e = {0};
+    int k = 0;
+    for (int i = 0; i < 6; i++) {
+        add_image(&e, name_of(g_names, &k, "dry/", i, ".png"), 200, 0, 0, 1);
+        add_image(&e, name_of(g_names, &k, "wet/sub/", i, ".jpg"), 0, 0, 200, 0);
+    }
+    char *folder = kt_path(f->dir, "folder");
+    for (int i = 0; i < e.n; i++)
+        write_entry_file(folder, &e.v[i]);
+    entries_free(&e);
+    size_t n_files = 0;
+    kiln_err err = {0};
+    assert_int_equal(kiln_zip_create_from_dir(folder, f->zip, &n_files, &err), KILN_OK);
+    assert_int_equal(n_files, 12);
+
+    kiln_prepare_opts o;
+    kiln_prepare_report r;
+    opts_for(f, &o);
+    o.out_dir = NULL;
+    assert_int_equal(kiln_prepare_validate(&o, NULL, &r, &err), KILN_OK);
+    assert_int_equal(r.images, 12);
+    assert_int_equal(r.n_classes, 2);
+    assert_not_created(f->out);
+
+    /* A symlink in the folder is refused, and the zip left as it was. */
+    char *link = kt_path(folder, "wet/link.jpg");
+    assert_int_equal(symlink("/etc/passwd", link), 0);
+    assert_int_equal(kiln_zip_create_from_dir(folder, f->zip, NULL, &err), KILN_EUNSAFE);
+    assert_non_null(strstr(err.msg, "link.jpg"));
+    assert_int_equal(kiln_prepare_validate(&o, NULL, &r, &err), KILN_OK);
+    free(link);
+
+    /* A folder with one class zips, but does not validate. */
+    assert_int_equal(kt_system("rm -rf '%s/wet'", folder), 0);
+    assert_int_equal(kiln_zip_create_from_dir(folder, f->zip, NULL, &err), KILN_OK);
+    assert_int_equal(kiln_prepare_validate(&o, NULL, &r, &err), KILN_EFORMAT);
+    assert_non_null(strstr(err.msg, "only one class folder"));
+    assert_int_equal(kiln_zip_create_from_dir(f->zip, f->zip, NULL, &err), KILN_ENOTFOUND);
+    assert_not_created(f->out);
+    free(folder);
+}
+
 /* ---------------- the CLI ---------------- */
 
 static void test_cli(void **state)
@@ -541,6 +596,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_undecodable_share, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_shards_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dataset_normalization, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zip_folder_and_validate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fashion_mnist, setup, teardown),
     };

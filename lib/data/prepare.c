@@ -59,7 +59,7 @@ typedef struct writer_state {
     int shard_split;
     uint32_t shard_index[KILN_SPLIT_COUNT];
     kiln_manifest *m;
-    uint32_t per_class_total_ok;
+    int dry_run;          /* validate only: decode and count, write nothing */
     uint32_t undecodable;
     double sum[3], sumsq[3];
     uint64_t train_pixels;
@@ -165,12 +165,12 @@ static void add_stats(writer_state *w, const uint8_t *px)
 static int write_good(writer_state *w, const prep_item *it, const uint8_t *px, kiln_err *err)
 {
     int rc = KILN_OK;
-    if (w->shard && (w->shard_split != it->split ||
+    if (!w->dry_run && w->shard && (w->shard_split != it->split ||
                      kiln_shard_writer_count(w->shard) >= shard_capacity(w->opts)))
         rc = close_shard(w, err);
-    if (rc == KILN_OK && !w->shard)
+    if (!w->dry_run && rc == KILN_OK && !w->shard)
         rc = open_shard(w, it->split, err);
-    if (rc == KILN_OK)
+    if (!w->dry_run && rc == KILN_OK)
         rc = kiln_shard_writer_add(w->shard, px, it->label, err);
     if (rc != KILN_OK)
         return rc;
@@ -485,11 +485,11 @@ static int publish(const writer_state *w, kiln_err *err)
 
 /* ---------------- entry point ---------------- */
 
-static int check_opts(const kiln_prepare_opts *o, kiln_err *err)
+static int check_opts(const kiln_prepare_opts *o, int dry_run, kiln_err *err)
 {
     if (!o->zip_path || !*o->zip_path)
         return kiln_err_set(err, KILN_EINVAL, "no zip given (--zip)");
-    if (!o->out_dir || !*o->out_dir)
+    if (!dry_run && (!o->out_dir || !*o->out_dir))
         return kiln_err_set(err, KILN_EINVAL, "no output directory given (--out)");
     if (o->image_size < 16 || o->image_size > 1024)
         return kiln_err_set(err, KILN_EINVAL, "image size %d is not in 16..1024", o->image_size);
@@ -558,15 +558,30 @@ static int build_dataset(writer_state *w, kiln_zip *zip, prep_plan *plan,
     return rc;
 }
 
-int kiln_prepare(const kiln_prepare_opts *opts, const kiln_logger *log,
-                 kiln_prepare_report *report, kiln_err *err)
+/* The checks of a dataset without writing it: what `kiln data push` runs
+ * before uploading. */
+static int validate_dataset(writer_state *w, kiln_zip *zip, prep_plan *plan,
+                            const kiln_logger *log, kiln_err *err)
+{
+    prep_skips bad = {0};
+    int rc = decode_all(w, zip, &bad, log, err);
+    if (rc == KILN_OK)
+        rc = check_results(w, &bad, err);
+    if (rc == KILN_OK)
+        rc = take_skips(w->m, &plan->skips, &bad, err);
+    prep_skips_free(&bad);
+    return rc;
+}
+
+static int run_prepare(const kiln_prepare_opts *opts, int dry_run, const kiln_logger *log,
+                       kiln_prepare_report *report, kiln_err *err)
 {
     double t0 = now_seconds();
     prep_plan plan = {0};
     kiln_manifest m = {0};
-    writer_state w = {.opts = opts, .m = &m};
+    writer_state w = {.opts = opts, .m = &m, .dry_run = dry_run};
     kiln_zip *zip = NULL;
-    int rc = check_opts(opts, err);
+    int rc = check_opts(opts, dry_run, err);
     if (rc != KILN_OK)
         return rc;
     /* Everything about the zip is checked before anything is written. */
@@ -583,14 +598,27 @@ int kiln_prepare(const kiln_prepare_opts *opts, const kiln_logger *log,
                   plan.n_items, plan.n_classes, plan.skips.n);
     rc = init_manifest(&m, &plan, opts, err);
     if (rc == KILN_OK)
-        rc = build_dataset(&w, zip, &plan, log, err);
+        rc = dry_run ? validate_dataset(&w, zip, &plan, log, err)
+                     : build_dataset(&w, zip, &plan, log, err);
     if (rc == KILN_OK)
         fill_report(report, &w, &plan, now_seconds() - t0);
 fail:
     if (rc != KILN_OK && err)
-        kiln_err_wrap(err, "prepare %s", opts->zip_path);
+        kiln_err_wrap(err, "%s %s", dry_run ? "check" : "prepare", opts->zip_path);
     kiln_manifest_free(&m);
     prep_plan_free(&plan);
     kiln_zip_close(zip);
     return rc;
+}
+
+int kiln_prepare(const kiln_prepare_opts *opts, const kiln_logger *log,
+                 kiln_prepare_report *report, kiln_err *err)
+{
+    return run_prepare(opts, 0, log, report, err);
+}
+
+int kiln_prepare_validate(const kiln_prepare_opts *opts, const kiln_logger *log,
+                          kiln_prepare_report *report, kiln_err *err)
+{
+    return run_prepare(opts, 1, log, report, err);
 }

@@ -63,4 +63,10 @@ typedef struct kiln_prepare_report {
 int kiln_prepare(const kiln_prepare_opts *opts, const kiln_logger *log,
                  kiln_prepare_report *report, kiln_err *err);
 
+/* Every check kiln_prepare makes — the zip's safety, its classes, the
+ * decoding of every image, the share of bad ones — without writing
+ * anything (out_dir is not used). Same errors, same report. */
+int kiln_prepare_validate(const kiln_prepare_opts *opts, const kiln_logger *log,
+                          kiln_prepare_report *report, kiln_err *err);
+
 #endif

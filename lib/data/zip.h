@@ -73,4 +73,16 @@ int kiln_zip_read(kiln_zip *zip, size_t index, uint8_t **data, size_t *len, kiln
 
 void kiln_zip_close(kiln_zip *zip);
 
+/* ---- writing ---- */
+
+/* Zip the regular files under `dir` (recursively, in sorted order) into
+ * `zip_path`, with names relative to `dir` ("dry/a.jpg"). JPEG and PNG
+ * files are stored (they do not compress), others deflated. libzip writes
+ * the archive under a temporary name and renames it at the end, so
+ * `zip_path` is never half-written. A symlink or special file under `dir`
+ * is an error (KILN_EUNSAFE), as it would be in an uploaded zip.
+ * `n_files` (may be NULL) receives the number of files added. */
+int kiln_zip_create_from_dir(const char *dir, const char *zip_path, size_t *n_files,
+                             kiln_err *err);
+
 #endif
