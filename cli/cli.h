@@ -7,6 +7,7 @@
 #include "common/log.h"
 
 int kiln_cmd_prepare(int argc, char **argv, const kiln_logger *log);
+int kiln_cmd_data(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_version(int argc, char **argv, const kiln_logger *log);
 
 #endif

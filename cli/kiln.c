@@ -14,6 +14,7 @@ typedef struct {
 
 static const subcommand subcommands[] = {
     {"prepare", kiln_cmd_prepare, "zip of class folders -> dataset (shards + manifest.json)"},
+    {"data", kiln_cmd_data, "check a dataset zip or folder without writing anything"},
     {"version", kiln_cmd_version, "print kiln's version, build options and GPU"},
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])

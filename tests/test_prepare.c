@@ -546,12 +546,23 @@ static void test_cli(void **state)
     free(out);
     free(cfg);
 
+    /* kiln data check: the same checks, nothing written. */
+    assert_int_equal(kt_run_capture(&out, "%s data check %s --size 16 --val 0.2 --test 0.2",
+                                    kiln, f->zip), 0);
+    assert_non_null(strstr(out, "ok: 20 images in 2 classes (train 12, val 4, test 4)"));
+    free(out);
+    assert_int_equal(kt_run_capture(&out, "%s data check %s --out x", kiln, f->zip), 2);
+    free(out);
+
     /* Errors as JSON lines for Kubernetes. */
     kt_write_file(f->zip, "nope", 4);
     assert_int_equal(kt_run_capture(&out, "%s --log-format json prepare --zip %s --out %s/x",
                                     kiln, f->zip, f->dir), 1);
     assert_non_null(strstr(out, "{\"ts\":"));
     assert_non_null(strstr(out, "\"level\":\"error\""));
+    assert_non_null(strstr(out, "not a zip"));
+    free(out);
+    assert_int_equal(kt_run_capture(&out, "%s data check %s", kiln, f->zip), 1);
     assert_non_null(strstr(out, "not a zip"));
     free(out);
 }
