@@ -30,7 +30,7 @@ int kiln_cmd_prepare(int argc, char **argv, const kiln_logger *log)
     kiln_prepare_opts opts;
     kiln_prepare_report report;
     kiln_err err = {0};
-    int rc = data_flags_parse(argc, argv, "prepare", &f);
+    int rc = data_flags_parse(argc, argv, "prepare", &f, NULL);
     if (rc == 0 && f.n_positional > 0) {
         fprintf(stderr, "kiln prepare: unexpected argument '%s'\n", f.positional[0]);
         rc = 2;

@@ -17,7 +17,9 @@ const char data_flags_usage[] =
 
 enum { OPT_NORM = 1000, OPT_BAD, OPT_MAXMB, OPT_RATIO };
 
-static const struct option options[] = {
+#define N_DATA_OPTIONS 13
+
+static const struct option options[N_DATA_OPTIONS + 1] = {
     {"zip", required_argument, NULL, 'z'},
     {"out", required_argument, NULL, 'o'},
     {"config", required_argument, NULL, 'c'},
@@ -63,15 +65,33 @@ static int add_override(data_flags *f, int opt, int idx, const char *cmd)
     return 0;
 }
 
-int data_flags_parse(int argc, char **argv, const char *cmd, data_flags *f)
+/* The data options, followed by the S3 ones when `with_s3`. */
+static void build_table(struct option *table, int with_s3)
+{
+    int n = 0;
+    for (int i = 0; i < N_DATA_OPTIONS; i++)
+        table[n++] = options[i];
+    for (int i = 0; with_s3 && s3_flag_options[i].name; i++)
+        table[n++] = s3_flag_options[i];
+    memset(&table[n], 0, sizeof table[n]);
+}
+
+int data_flags_parse(int argc, char **argv, const char *cmd, data_flags *f, s3_flags *s3)
 {
     int opt, idx = 0;
+    struct option table[N_DATA_OPTIONS + S3_FLAGS_MAX + 1];
     memset(f, 0, sizeof *f);
+    build_table(table, s3 != NULL);
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "h", options, &idx)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", table, &idx)) != -1) {
         if (opt == 'h')
             return 1;
+        if (opt >= S3_FLAG_BASE && s3) {
+            if (s3_flags_add(s3, opt, cmd) != 0)
+                return 2;
+            continue;
+        }
         if (opt == '?' || opt == ':') {
             fprintf(stderr, "kiln %s: unknown option or missing value: %s\n", cmd,
                     argv[optind - 1]);

@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "data/prepare.h"
+#include "s3_flags.h"
 
 #define DATA_FLAGS_MAX_OVERRIDES 16
 
@@ -23,9 +24,10 @@ typedef struct data_flags {
 /* The data.* flags' usage text, for a command's --help. */
 extern const char data_flags_usage[];
 
-/* Parse argv (argv[0] is the command's name). Returns 0, 1 for --help, or
- * 2 after printing a usage error naming `cmd`. */
-int data_flags_parse(int argc, char **argv, const char *cmd, data_flags *f);
+/* Parse argv (argv[0] is the command's name); with `s3` non-NULL the S3
+ * connection flags are accepted too and recorded there. Returns 0, 1 for
+ * --help, or 2 after printing a usage error naming `cmd`. */
+int data_flags_parse(int argc, char **argv, const char *cmd, data_flags *f, s3_flags *s3);
 
 /* Defaults, then the config file, then the flags, then validation. */
 int data_flags_config(const data_flags *f, kiln_config *cfg, kiln_err *err);

@@ -6,9 +6,12 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libzip-dev libdeflate-dev libjpeg62-turbo-dev libpng-dev libyaml-dev libcjson-dev libexif-dev libssl-dev
+  libcurl4-openssl-dev libxml2-dev
   libcmocka-dev clang libclang-rt-14-dev
-  python3 python3-pil dataset-fashion-mnist
+  python3 python3-pil python3-botocore dataset-fashion-mnist
 )
+# Node.js runs the S3 server the tests talk to (s3rver, from npm).
+command -v npm >/dev/null || packages+=(nodejs npm)
 if [ "${KILN_DEPS_BENCH:-0}" = 1 ]; then
   packages+=(python3-torch python3-torchvision)
 fi
@@ -19,15 +22,22 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
+else
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
+    sudo="sudo"
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install-deps: run as root or install sudo" >&2; exit 1; }
-  sudo="sudo"
+# The tests' S3 server, kept inside the checkout (.tools/, git-ignored).
+tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+if [ ! -x "$tools/node_modules/.bin/s3rver" ]; then
+  echo "install-deps: installing s3rver 3.7.1 into .tools/ (npm)"
+  mkdir -p "$tools"
+  npm install --silent --no-audit --no-fund --prefix "$tools" s3rver@3.7.1 >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done"
