@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The main job on the embedded default, end to end on this machine:
 # installs what is missing, builds kiln, makes a zip of class folders from
-# Debian's Fashion-MNIST (or takes yours), and prepares the dataset.
+# Debian's Fashion-MNIST (or takes yours), uploads it to a local S3 server
+# (s3rver on 127.0.0.1, standing in for MinIO) with `kiln data push`,
+# downloads it as the pipeline's first step does, and prepares the dataset.
 # Usage: scripts/run-local.sh [--zip your.zip] [--per-class N] [--size S] [--workers N]
-# Data lives under .kiln/ in the repository.
+# Data lives under .kiln/ in the repository; the S3 server is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +16,7 @@ while [ $# -gt 0 ]; do
     --per-class) per_class="$2"; shift 2 ;;
     --size) size="$2"; shift 2 ;;
     --workers) workers="$2"; shift 2 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "run-local: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -23,14 +25,31 @@ scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_TESTS=OFF >/dev/null
 cmake --build build
 kiln=build/cli/kiln
-mkdir -p .kiln/data
+mkdir -p .kiln/data .kiln/s3
 
 if [ -z "$zip" ]; then
   zip=.kiln/data/fashion-mnist.zip
   scripts/make-fashion-zip --out "$zip" --per-class "$per_class"
 fi
 
+# A local S3 server on a free loopback port, stopped however this script ends.
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NODE_OPTIONS=--openssl-legacy-provider .tools/node_modules/.bin/s3rver --directory .kiln/s3 \
+  --port "$port" --address 127.0.0.1 --silent >.kiln/s3rver.log 2>&1 &
+s3pid=$!
+trap 'kill $s3pid 2>/dev/null || true' EXIT
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+for _ in $(seq 50); do
+  "$kiln" s3 mb s3://ml-data --max-retries 0 >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+echo "== kiln data push (checks the dataset, then uploads it)"
+"$kiln" data push "$zip" s3://ml-data/dataset.zip --size "$size" --workers "$workers"
+echo "== kiln s3 cp (the pipeline's download step)"
+"$kiln" s3 cp s3://ml-data/dataset.zip .kiln/data/downloaded.zip
 echo "== kiln prepare"
-"$kiln" prepare --zip "$zip" --out .kiln/data/dataset --size "$size" --workers "$workers"
+"$kiln" prepare --zip .kiln/data/downloaded.zip --out .kiln/data/dataset --size "$size" \
+  --workers "$workers"
 echo
 echo "dataset: .kiln/data/dataset (manifest.json lists classes, splits and skipped files)"
