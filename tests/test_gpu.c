@@ -2,6 +2,7 @@
  * without one this prints SKIPPED for the device checks; the CUDA code is
  * still compiled and linked whenever the backend is built. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gpu/gpu.h"
@@ -14,6 +15,9 @@ static void test_probe(void **state)
     int rc = kiln_gpu_probe(&info, &err);
 #ifdef KILN_HAVE_CUDA
     assert_int_equal(info.built_with_cuda, 1);
+    /* The CUDA module itself must load here; only the device may be missing. */
+    if (rc != KILN_OK && strstr(err.msg, "cannot load"))
+        fail_msg("%s", err.msg);
 #else
     assert_int_equal(info.built_with_cuda, 0);
     assert_int_equal(rc, KILN_EDEVICE);
@@ -33,10 +37,26 @@ static void test_probe(void **state)
     printf("GPU: %s, cuDNN %zu, cuBLAS %d\n", info.name, info.cudnn_version, info.cublas_version);
 }
 
+/* A module path that is not a kiln CUDA module gives a clear error. */
+static void test_bad_module(void **state)
+{
+#ifdef KILN_HAVE_CUDA
+    kiln_gpu_info info;
+    kiln_err err = {0};
+    setenv("KILN_CUDA_MODULE", "/etc/hostname", 1);
+    assert_int_equal(kiln_gpu_probe(&info, &err), KILN_EDEVICE);
+    unsetenv("KILN_CUDA_MODULE");
+    assert_non_null(strstr(err.msg, "/etc/hostname"));
+#else
+    printf("SKIPPED: built without the CUDA backend\n");
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe),
+        cmocka_unit_test(test_bad_module),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

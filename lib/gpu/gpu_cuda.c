@@ -1,8 +1,11 @@
+/* The CUDA side of lib/gpu, built into libkiln_cuda.so (see gpu_module.h):
+ * the only code linked against cudart, cuBLAS and cuDNN. */
 #include <stdio.h>
 #include <string.h>
 
 #include "gpu/gpu.h"
 #include "gpu/gpu_check.h"
+#include "gpu/gpu_module.h"
 
 static int probe_versions(kiln_gpu_info *info, kiln_err *err)
 {
@@ -25,7 +28,12 @@ fail:
     return rc;
 }
 
-int kiln_gpu_probe(kiln_gpu_info *info, kiln_err *err)
+int kiln_cuda_module_version(void)
+{
+    return KILN_CUDA_MODULE_VERSION;
+}
+
+int kiln_cuda_module_probe(kiln_gpu_info *info, kiln_err *err)
 {
     int rc = KILN_OK;
     struct cudaDeviceProp prop;
