@@ -8,7 +8,9 @@
  *   2. by botocore's independent signer, in tests/support/sigv4_proxy.py
  *      between kiln and s3rver: real operations pass with the right secret
  *      and fail with SignatureDoesNotMatch with a wrong one.
- * The proxy also injects faults for the resume and part-retry tests.
+ * The proxy also injects faults for the resume and part-retry tests, and
+ * serves HTTPS with a throwaway self-signed certificate for the TLS tests
+ * (ca_bundle, verify_tls, and an untrusted certificate not being retried).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -170,9 +172,11 @@ static int teardown(void **state)
     return 0;
 }
 
-/* s3rver + the proxy (knowing secret S3RVER) + a client through it with
+/* s3rver + the proxy (knowing secret S3RVER, serving HTTPS with `cert` and
+ * `key` when they are not NULL) + a client configuration for it with
  * `secret`; BUCKET is made directly on s3rver. */
-static void need_proxy(fixture *f, const char *secret, const char *options)
+static void need_proxy_tls(fixture *f, const char *secret, const char *options,
+                           const char *cert, const char *key)
 {
     if (!kt_s3rver_path()) {
         printf("SKIPPED: s3rver is not installed (npm install --prefix .tools s3rver)\n");
@@ -185,7 +189,8 @@ static void need_proxy(fixture *f, const char *secret, const char *options)
     if (kt_s3server_start(&f->server) != 0)
         fail_msg("cannot start s3rver");
     f->up = 1;
-    if (kt_s3proxy_start(&f->proxy, &f->server, "S3RVER", options) != 0)
+    if ((cert ? kt_s3proxy_start_tls(&f->proxy, &f->server, "S3RVER", options, cert, key)
+              : kt_s3proxy_start(&f->proxy, &f->server, "S3RVER", options)) != 0)
         fail_msg("cannot start the SigV4 proxy");
     kiln_err err = {0};
     kiln_s3_config direct;
@@ -199,6 +204,11 @@ static void need_proxy(fixture *f, const char *secret, const char *options)
     snprintf(f->cfg.secret_key, sizeof f->cfg.secret_key, "%s", secret);
     f->cfg.part_size = KILN_S3_MIN_PART_SIZE;
     f->cfg.multipart_threshold = KILN_S3_MIN_PART_SIZE;
+}
+
+static void need_proxy(fixture *f, const char *secret, const char *options)
+{
+    need_proxy_tls(f, secret, options, NULL, NULL);
 }
 
 static kiln_s3_client *connect_client(fixture *f)
@@ -364,6 +374,114 @@ static void test_failed_part_aborts_upload(void **state)
     free(src);
 }
 
+/* ---------------- HTTPS ---------------- */
+
+/* A throwaway self-signed certificate for 127.0.0.1 (also its own CA) in
+ * f->dir, made with the openssl command line; skips without it. */
+static void make_cert(fixture *f, char **cert, char **key)
+{
+    if (kt_system("openssl version >/dev/null 2>&1") != 0) {
+        printf("SKIPPED: the openssl command line is not installed\n");
+        skip();
+    }
+    *cert = kt_path(f->dir, "cert.pem");
+    *key = kt_path(f->dir, "key.pem");
+    if (kt_system("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+                  "-addext subjectAltName=IP:127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1",
+                  *key, *cert) != 0)
+        fail_msg("openssl req could not make a self-signed certificate");
+}
+
+/* The proxy serves HTTPS with a self-signed certificate; the client trusts
+ * it through its ca_bundle, or with verify_tls = 0, and does a signed
+ * put / head / get round trip through it. */
+static void tls_round_trip(fixture *f, int use_ca_bundle)
+{
+    char *cert, *key;
+    make_cert(f, &cert, &key);
+    need_proxy_tls(f, "S3RVER", "", cert, key);
+    assert_memory_equal(f->proxy.endpoint, "https://", 8);
+    if (use_ca_bundle)
+        snprintf(f->cfg.ca_bundle, sizeof f->cfg.ca_bundle, "%s", cert);
+    else
+        f->cfg.verify_tls = 0;
+    kiln_s3_client *c = connect_client(f);
+    kiln_err err = {0};
+    char *src = kt_path(f->dir, "src"), *dst = kt_path(f->dir, "dst");
+    kt_random_file(src, 300000, 21);
+    expect_ok(kiln_s3_put(c, BUCKET, "tls/obj.bin", src, NULL, &err), &err, "put over https");
+    kiln_s3_object_info info;
+    expect_ok(kiln_s3_head(c, BUCKET, "tls/obj.bin", &info, &err), &err, "head over https");
+    assert_int_equal(info.size, 300000);
+    expect_ok(kiln_s3_get(c, BUCKET, "tls/obj.bin", dst, &err), &err, "get over https");
+    assert_true(kt_files_equal(src, dst));
+    kiln_s3_stats st;
+    kiln_s3_client_stats(c, &st);
+    assert_int_equal(st.retries, 0);
+    /* Every request reached s3rver through botocore's signature check. */
+    assert_true(proxy_log_has(f, "^PUT /" BUCKET "/tls/obj.bin 200$"));
+    assert_true(proxy_log_has(f, "^GET /" BUCKET "/tls/obj.bin 200$"));
+    assert_false(proxy_log_has(f, " 40[03]$"));
+    assert_false(proxy_log_has(f, "^TLS-FAIL"));
+    free(src);
+    free(dst);
+    free(cert);
+    free(key);
+}
+
+static void test_https_with_ca_bundle(void **state)
+{
+    tls_round_trip(*state, 1);
+}
+
+static void test_https_without_verification(void **state)
+{
+    tls_round_trip(*state, 0);
+}
+
+/* Without the certificate in its trust store the client fails at once,
+ * naming the certificate problem: a verification failure is not transient
+ * and is not retried. */
+static void test_https_untrusted_certificate(void **state)
+{
+    fixture *f = *state;
+    char *cert, *key;
+    make_cert(f, &cert, &key);
+    need_proxy_tls(f, "S3RVER", "", cert, key);
+    f->cfg.max_retries = 5;
+    kiln_s3_client *c = connect_client(f);
+    kiln_err err = {0};
+    char *dst = kt_path(f->dir, "dst");
+    int rc = kiln_s3_get(c, BUCKET, "any/key", dst, &err);
+    if (rc != KILN_EIO || !strstr(err.msg, "s3://" BUCKET "/any/key") ||
+        !strstr(err.msg, "certificate") || !strstr(err.msg, "after 1 attempt)"))
+        fail_msg("want EIO naming the certificate, got %s: %s", kiln_code_name(rc), err.msg);
+    assert_false(kiln_is_file(dst));
+    kiln_s3_stats st;
+    kiln_s3_client_stats(c, &st);
+    assert_int_equal(st.requests, 1);
+    assert_int_equal(st.retries, 0);
+    /* One handshake, refused by the client; nothing reached s3rver. */
+    assert_int_equal(kt_system("test \"$(grep -c '^TLS-FAIL' '%s')\" = 1", f->proxy.log), 0);
+    assert_false(proxy_log_has(f, "^(GET|PUT|HEAD) "));
+
+    /* A CA bundle that cannot be read is a configuration error, not
+     * retried either. */
+    kiln_s3_client_free(f->client);
+    char *missing = kt_path(f->dir, "no-such-ca.pem");
+    snprintf(f->cfg.ca_bundle, sizeof f->cfg.ca_bundle, "%s", missing);
+    c = connect_client(f);
+    rc = kiln_s3_get(c, BUCKET, "any/key", dst, &err);
+    if (rc != KILN_EIO || !strstr(err.msg, "after 1 attempt)"))
+        fail_msg("want EIO for a missing CA bundle, got %s: %s", kiln_code_name(rc), err.msg);
+    kiln_s3_client_stats(c, &st);
+    assert_int_equal(st.retries, 0);
+    free(missing);
+    free(dst);
+    free(cert);
+    free(key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +493,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resumed_download, setup, teardown),
         cmocka_unit_test_setup_teardown(test_part_retried_on_slowdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_part_aborts_upload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_with_ca_bundle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_untrusted_certificate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_https_without_verification, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

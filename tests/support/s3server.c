@@ -230,18 +230,32 @@ static int read_port(int fd, double timeout_s)
     return -1;
 }
 
-int kt_s3proxy_start(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
-                     const char *options)
+static int proxy_start(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
+                       const char *options, const char *cert, const char *key)
 {
     int fds[2];
-    char *cmd = NULL;
+    char *cmd = NULL, *tls = NULL;
     const char *src = getenv("KILN_SOURCE_DIR") ? getenv("KILN_SOURCE_DIR") : ".";
     memset(p, 0, sizeof *p);
-    if (asprintf(&p->log, "%s.proxy.log", upstream->dir) < 0 || pipe(fds) != 0)
+    if (asprintf(&p->log, "%s.proxy.log", upstream->dir) < 0) {
+        p->log = NULL;
         return -1;
-    if (asprintf(&cmd, "exec '%s' '%s/tests/support/sigv4_proxy.py' --upstream %s "
-                 "--secret '%s' --log '%s' %s", python_path(), src, upstream->endpoint, secret,
-                 p->log, options) < 0) {
+    }
+    if (!cert)
+        tls = strdup("");
+    else if (asprintf(&tls, "--tls '%s' '%s'", cert, key) < 0)
+        tls = NULL;
+    if (!tls || pipe(fds) != 0) {
+        free(tls);
+        kt_s3proxy_stop(p);
+        return -1;
+    }
+    int n = asprintf(&cmd, "exec '%s' '%s/tests/support/sigv4_proxy.py' --upstream %s "
+                     "--secret '%s' --log '%s' %s %s", python_path(), src,
+                     upstream->endpoint, secret, p->log, tls, options);
+    free(tls);
+    if (n < 0) {
+        kt_s3proxy_stop(p);
         close(fds[0]);
         close(fds[1]);
         return -1;
@@ -256,8 +270,21 @@ int kt_s3proxy_start(kt_s3proxy *p, const kt_s3server *upstream, const char *sec
         kt_s3proxy_stop(p);
         return -1;
     }
-    snprintf(p->endpoint, sizeof p->endpoint, "http://127.0.0.1:%d", p->port);
+    snprintf(p->endpoint, sizeof p->endpoint, "%s://127.0.0.1:%d", cert ? "https" : "http",
+             p->port);
     return 0;
+}
+
+int kt_s3proxy_start(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
+                     const char *options)
+{
+    return proxy_start(p, upstream, secret, options, NULL, NULL);
+}
+
+int kt_s3proxy_start_tls(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
+                         const char *options, const char *cert_pem, const char *key_pem)
+{
+    return proxy_start(p, upstream, secret, options, cert_pem, key_pem);
 }
 
 void kt_s3proxy_stop(kt_s3proxy *p)

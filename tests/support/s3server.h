@@ -40,7 +40,7 @@ void kt_s3server_free(kt_s3server *s);
 typedef struct kt_s3proxy {
     pid_t pid;
     int port;
-    char endpoint[64];
+    char endpoint[64];    /* "http://127.0.0.1:<port>", or https:// with TLS */
     char *log;            /* one line per request: "METHOD PATH?QUERY STATUS" (owned) */
 } kt_s3proxy;
 
@@ -53,6 +53,11 @@ int kt_botocore_available(void);
  * "--part-status 2:503:1". Returns 0 or -1. */
 int kt_s3proxy_start(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
                      const char *options);
+/* The same, serving HTTPS with the PEM certificate `cert_pem` and its
+ * unencrypted private key `key_pem` (the proxy's --tls); the endpoint is
+ * "https://127.0.0.1:<port>". s3rver behind it stays plain HTTP. */
+int kt_s3proxy_start_tls(kt_s3proxy *p, const kt_s3server *upstream, const char *secret,
+                         const char *options, const char *cert_pem, const char *key_pem);
 void kt_s3proxy_stop(kt_s3proxy *p);
 
 /* A client configuration for s3rver at `endpoint`: key/secret S3RVER,

@@ -17,6 +17,11 @@ It can also inject faults, for retry tests:
                            times (K = 0: always)
   --token T                require x-amz-security-token: T
 
+With --tls CERT KEY it serves HTTPS (the PEM certificate chain CERT and its
+private key KEY) instead of plain HTTP; s3rver behind it stays plain HTTP.
+A client that gives up during the handshake (e.g. it does not trust CERT)
+is logged as "TLS-FAIL <reason>".
+
 It prints "PORT <n>" on stdout once it listens on 127.0.0.1:<n>, and logs
 "METHOD PATH STATUS" per request to --log.
 """
@@ -26,6 +31,7 @@ import hashlib
 import http.client
 import http.server
 import re
+import ssl
 import sys
 import threading
 import urllib.parse
@@ -211,6 +217,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
 
+class TLSServer(http.server.ThreadingHTTPServer):
+    """Accepts plain TCP and does the TLS handshake in the request's thread,
+    so a client that hangs or fails mid-handshake blocks nobody else."""
+    context = None  # an ssl.SSLContext, set in main
+    log_state = None
+
+    def finish_request(self, request, client_address):
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except OSError as e:  # ssl.SSLError included
+            self.log_state.write_log("TLS-FAIL %s" % (getattr(e, "reason", None) or e))
+            return  # the caller shuts the plain socket down
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            self.shutdown_request(tls)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", required=True)
@@ -220,9 +244,17 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--drop-get-after", type=int)
     ap.add_argument("--part-status")
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
     Handler.state = State(args)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        TLSServer.context = ctx
+        TLSServer.log_state = Handler.state
+        server = TLSServer(("127.0.0.1", 0), Handler)
+    else:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print("PORT %d" % server.server_address[1], flush=True)
     server.serve_forever()
