@@ -8,7 +8,7 @@ packages=(
   libzip-dev libdeflate-dev libjpeg62-turbo-dev libpng-dev libyaml-dev libcjson-dev libexif-dev libssl-dev
   libcurl4-openssl-dev libxml2-dev
   libcmocka-dev clang libclang-rt-14-dev
-  python3 python3-pil python3-botocore dataset-fashion-mnist
+  python3 python3-pil python3-botocore openssl dataset-fashion-mnist
 )
 # Node.js runs the S3 server the tests talk to (s3rver, from npm).
 command -v npm >/dev/null || packages+=(nodejs npm)
