@@ -162,14 +162,29 @@ fail:
     return rc;
 }
 
+/* The document as a malloc'ed, NUL-terminated UTF-8 string. */
+static int dump_doc(xmlDocPtr doc, char **out, size_t *len)
+{
+    xmlChar *mem = NULL;
+    int mem_len = 0;
+    xmlDocDumpMemoryEnc(doc, &mem, &mem_len, "UTF-8");
+    if (!mem || mem_len <= 0 || !(*out = malloc((size_t)mem_len + 1))) {
+        xmlFree(mem);
+        return KILN_ENOMEM;
+    }
+    memcpy(*out, mem, (size_t)mem_len);
+    (*out)[mem_len] = '\0';
+    *len = (size_t)mem_len;
+    xmlFree(mem);
+    return KILN_OK;
+}
+
 /* <CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"…"</ETag>
  * </Part>…</CompleteMultipartUpload>, built as a tree so values are
  * escaped by libxml2 rather than pasted into a string. */
 int s3_xml_complete_body(const s3_part *parts, int n, char **out, size_t *len, kiln_err *err)
 {
     int rc = KILN_OK;
-    xmlChar *mem = NULL;
-    int mem_len = 0;
     xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
     xmlNodePtr root = doc ? xmlNewNode(NULL, BAD_CAST "CompleteMultipartUpload") : NULL;
     if (!root)
@@ -188,17 +203,12 @@ int s3_xml_complete_body(const s3_part *parts, int n, char **out, size_t *len, k
             !xmlNewTextChild(p, NULL, BAD_CAST "ETag", BAD_CAST etag))
             goto nomem;
     }
-    xmlDocDumpMemoryEnc(doc, &mem, &mem_len, "UTF-8");
-    if (!mem || mem_len <= 0 || !(*out = malloc((size_t)mem_len + 1)))
+    if (dump_doc(doc, out, len) != KILN_OK)
         goto nomem;
-    memcpy(*out, mem, (size_t)mem_len);
-    (*out)[mem_len] = '\0';
-    *len = (size_t)mem_len;
     goto done;
 nomem:
     rc = kiln_err_set(err, KILN_ENOMEM, "out of memory building CompleteMultipartUpload");
 done:
-    xmlFree(mem);
     xmlFreeDoc(doc);
     return rc;
 }
@@ -207,8 +217,6 @@ done:
 int s3_xml_create_bucket_body(const char *region, char **out, size_t *len, kiln_err *err)
 {
     int rc = KILN_OK;
-    xmlChar *mem = NULL;
-    int mem_len = 0;
     xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
     xmlNodePtr root = doc ? xmlNewNode(NULL, BAD_CAST "CreateBucketConfiguration") : NULL;
     if (!root)
@@ -220,17 +228,12 @@ int s3_xml_create_bucket_body(const char *region, char **out, size_t *len, kiln_
     xmlSetNs(root, ns);
     if (!xmlNewTextChild(root, NULL, BAD_CAST "LocationConstraint", BAD_CAST region))
         goto nomem;
-    xmlDocDumpMemoryEnc(doc, &mem, &mem_len, "UTF-8");
-    if (!mem || mem_len <= 0 || !(*out = malloc((size_t)mem_len + 1)))
+    if (dump_doc(doc, out, len) != KILN_OK)
         goto nomem;
-    memcpy(*out, mem, (size_t)mem_len);
-    (*out)[mem_len] = '\0';
-    *len = (size_t)mem_len;
     goto done;
 nomem:
     rc = kiln_err_set(err, KILN_ENOMEM, "out of memory building CreateBucketConfiguration");
 done:
-    xmlFree(mem);
     xmlFreeDoc(doc);
     return rc;
 }
