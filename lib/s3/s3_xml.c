@@ -162,6 +162,26 @@ fail:
     return rc;
 }
 
+/* A document whose root element `name` is in S3's namespace; NULL when out
+ * of memory. The caller frees it with xmlFreeDoc. */
+static xmlDocPtr new_s3_doc(const char *name, xmlNodePtr *root)
+{
+    xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
+    *root = doc ? xmlNewNode(NULL, BAD_CAST name) : NULL;
+    if (!*root) {
+        xmlFreeDoc(doc);
+        return NULL;
+    }
+    xmlDocSetRootElement(doc, *root);
+    xmlNsPtr ns = xmlNewNs(*root, BAD_CAST S3_XMLNS, NULL);
+    if (!ns) {
+        xmlFreeDoc(doc);
+        return NULL;
+    }
+    xmlSetNs(*root, ns);
+    return doc;
+}
+
 /* The document as a malloc'ed, NUL-terminated UTF-8 string. */
 static int dump_doc(xmlDocPtr doc, char **out, size_t *len)
 {
@@ -185,15 +205,10 @@ static int dump_doc(xmlDocPtr doc, char **out, size_t *len)
 int s3_xml_complete_body(const s3_part *parts, int n, char **out, size_t *len, kiln_err *err)
 {
     int rc = KILN_OK;
-    xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
-    xmlNodePtr root = doc ? xmlNewNode(NULL, BAD_CAST "CompleteMultipartUpload") : NULL;
-    if (!root)
+    xmlNodePtr root = NULL;
+    xmlDocPtr doc = new_s3_doc("CompleteMultipartUpload", &root);
+    if (!doc)
         goto nomem;
-    xmlDocSetRootElement(doc, root);
-    xmlNsPtr ns = xmlNewNs(root, BAD_CAST S3_XMLNS, NULL);
-    if (!ns)
-        goto nomem;
-    xmlSetNs(root, ns);
     for (int i = 0; i < n; i++) {
         char num[16], etag[132];
         snprintf(num, sizeof num, "%d", parts[i].number);
@@ -217,15 +232,10 @@ done:
 int s3_xml_create_bucket_body(const char *region, char **out, size_t *len, kiln_err *err)
 {
     int rc = KILN_OK;
-    xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
-    xmlNodePtr root = doc ? xmlNewNode(NULL, BAD_CAST "CreateBucketConfiguration") : NULL;
-    if (!root)
+    xmlNodePtr root = NULL;
+    xmlDocPtr doc = new_s3_doc("CreateBucketConfiguration", &root);
+    if (!doc)
         goto nomem;
-    xmlDocSetRootElement(doc, root);
-    xmlNsPtr ns = xmlNewNs(root, BAD_CAST S3_XMLNS, NULL);
-    if (!ns)
-        goto nomem;
-    xmlSetNs(root, ns);
     if (!xmlNewTextChild(root, NULL, BAD_CAST "LocationConstraint", BAD_CAST region))
         goto nomem;
     if (dump_doc(doc, out, len) != KILN_OK)
