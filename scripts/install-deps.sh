@@ -6,15 +6,13 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libzip-dev libdeflate-dev libjpeg62-turbo-dev libpng-dev libyaml-dev libcjson-dev libexif-dev libssl-dev
-  libcurl4-openssl-dev libxml2-dev
+  libcurl4-openssl-dev libxml2-dev libmicrohttpd-dev libsqlite3-dev libopenblas-dev
   libcmocka-dev clang libclang-rt-14-dev
   python3 python3-pil python3-botocore openssl dataset-fashion-mnist
+  python3-torch python3-torchvision chromium
 )
 # Node.js runs the S3 server the tests talk to (s3rver, from npm).
 command -v npm >/dev/null || packages+=(nodejs npm)
-if [ "${KILN_DEPS_BENCH:-0}" = 1 ]; then
-  packages+=(python3-torch python3-torchvision)
-fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,9 +33,11 @@ fi
 
 # The tests' S3 server, kept inside the checkout (.tools/, git-ignored).
 tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
-if [ ! -x "$tools/node_modules/.bin/s3rver" ]; then
-  echo "install-deps: installing s3rver 3.7.1 into .tools/ (npm)"
+# The MLflow client no one here wrote (npm `mlflow`) drives kiln-tracking in
+# the compatibility test.
+if [ ! -x "$tools/node_modules/.bin/s3rver" ] || [ ! -d "$tools/node_modules/mlflow" ]; then
+  echo "install-deps: installing s3rver 3.7.1 and mlflow 2.0.7 into .tools/ (npm)"
   mkdir -p "$tools"
-  npm install --silent --no-audit --no-fund --prefix "$tools" s3rver@3.7.1 >/dev/null
+  npm install --silent --no-audit --no-fund --prefix "$tools" s3rver@3.7.1 mlflow@2.0.7 >/dev/null
 fi
 echo "install-deps: done"

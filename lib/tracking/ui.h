@@ -1,0 +1,42 @@
+/* lib/tracking/ui.h — kiln-tracking's web UI: server-rendered HTML + SVG.
+ *
+ * The UI reads everything through the same REST API the clients use,
+ * called in-process through `api` (so pages show exactly what the API
+ * serves, and the UI never touches the store). Pages: experiments list
+ * (`/`), an experiment's runs table (`/experiments/<id>`), a run page with
+ * one SVG curve per metric and the run's artifacts (`/runs/<run_id>`),
+ * registered models (`/models`) and a model's versions with stages and
+ * aliases (`/models/<name>`). The renderer escapes every value it prints.
+ */
+#ifndef KILN_TRACKING_UI_H
+#define KILN_TRACKING_UI_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/err.h"
+
+/* One REST API call made in-process. `method` is "GET" / "POST" / ...,
+ * `path` the API path (e.g. "/api/2.0/mlflow/runs/search"), `request` the
+ * request's fields as a JSON object (the body, or the query parameters of a
+ * GET; borrowed, may be NULL). Returns the response JSON (caller frees with
+ * cJSON_Delete) and sets *http_status; on failure the JSON is MLflow's
+ * error object {"error_code", "message"}. NULL only when out of memory. */
+typedef cJSON *(*kiln_tracking_api_fn)(void *api_ctx, const char *method, const char *path,
+                                       const cJSON *request, int *http_status);
+
+typedef struct kiln_ui_page {
+    int status;               /* 200, 404 ... */
+    const char *content_type; /* static string */
+    char *body;               /* malloc'ed; the caller frees */
+    size_t len;
+} kiln_ui_page;
+
+/* Render the page for `path` (no query string) with `query` (the raw query
+ * string without '?', may be NULL). Unknown paths give a 404 page, not an
+ * error. Returns KILN_OK or a code (out of memory) with `err` set. */
+int kiln_tracking_ui_render(const char *path, const char *query, kiln_tracking_api_fn api,
+                            void *api_ctx, kiln_ui_page *page, kiln_err *err);
+
+#endif
