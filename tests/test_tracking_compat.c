@@ -52,21 +52,6 @@ static int run_script(const char *uri, char **output)
     return rc;
 }
 
-static int setup(void **state)
-{
-    *state = calloc(1, sizeof(kt_trackserver));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    kt_trackserver *s = *state;
-    if (s->pid > 0)
-        kt_trackserver_stop(s, 0);
-    free(s);
-    return 0;
-}
-
 static void start_server(kt_trackserver *s)
 {
     if (kt_trackserver_start(s) != 0)
@@ -142,9 +127,10 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_npm_mlflow_client, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_script_fails_without_server, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_npm_mlflow_client, kt_trackserver_setup,
+                                        kt_trackserver_teardown),
+        cmocka_unit_test_setup_teardown(test_script_fails_without_server, kt_trackserver_setup,
+                                        kt_trackserver_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

@@ -166,19 +166,9 @@ static void check_history(const char *uri, const char *run_id, const char *key, 
 
 static int setup(void **state)
 {
-    kt_trackserver *s = calloc(1, sizeof *s);
-    *state = s;
-    if (getenv("KILN_TRACKING_BIN") && kt_trackserver_start(s) != 0)
+    kt_trackserver_setup(state);
+    if (getenv("KILN_TRACKING_BIN") && kt_trackserver_start(*state) != 0)
         fail_msg("kiln-tracking did not start");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    kt_trackserver *s = *state;
-    if (s->pid > 0)
-        kt_trackserver_stop(s, 0);
-    free(s);
     return 0;
 }
 
@@ -286,7 +276,7 @@ int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_parallel_writers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_parallel_writers, setup, kt_trackserver_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

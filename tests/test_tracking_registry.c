@@ -13,7 +13,7 @@ static const char *const version_keys[] = {"name",          "version",     "crea
 
 static void create_model(kiln_tracking *t, const char *name)
 {
-    cJSON_Delete(tt_ok(t, "POST", TT_API "registered-models/create", "{\"name\": \"%s\"}", name));
+    tt_do(t, "POST", TT_API "registered-models/create", "{\"name\": \"%s\"}", name);
 }
 
 static void create_version(kiln_tracking *t, const char *name, const char *run,
@@ -47,14 +47,12 @@ static void test_registered_model_crud(void **state)
            "Missing value for required parameter 'name'", "{\"name\": \"\"}");
     tt_err(f->t, "GET", TT_API "registered-models/get", 404, "RESOURCE_DOES_NOT_EXIST",
            "Registered Model with name=nope not found", "{\"name\": \"nope\"}");
-    r = tt_ok(f->t, "PATCH", TT_API "registered-models/update",
-              "{\"name\": \"dry-wet\", \"description\": \"v2\"}");
-    assert_string_equal(tt_str(r, "registered_model.description"), "v2");
-    cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "registered-models/set-tag",
-                       "{\"name\": \"dry-wet\", \"key\": \"k\", \"value\": \"v\"}"));
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "registered-models/delete-tag",
-                       "{\"name\": \"dry-wet\", \"key\": \"owner\"}"));
+    tt_ok_str(f->t, "PATCH", TT_API "registered-models/update", "registered_model.description",
+              "v2", "{\"name\": \"dry-wet\", \"description\": \"v2\"}");
+    tt_do(f->t, "POST", TT_API "registered-models/set-tag",
+          "{\"name\": \"dry-wet\", \"key\": \"k\", \"value\": \"v\"}");
+    tt_do(f->t, "DELETE", TT_API "registered-models/delete-tag",
+          "{\"name\": \"dry-wet\", \"key\": \"owner\"}");
     r = tt_ok(f->t, "GET", TT_API "registered-models/get", "{\"name\": \"dry-wet\"}");
     assert_int_equal(tt_len(r, "registered_model.tags"), 1);
     assert_string_equal(tt_kv(r, "registered_model.tags", "k")->valuestring, "v");
@@ -64,14 +62,11 @@ static void test_registered_model_crud(void **state)
     create_version(f->t, "dry-wet", run, "1");
     tt_err(f->t, "POST", TT_API "registered-models/rename", 400, "RESOURCE_ALREADY_EXISTS", NULL,
            "{\"name\": \"dry-wet\", \"new_name\": \"plain\"}");
-    r = tt_ok(f->t, "POST", TT_API "registered-models/rename",
+    tt_ok_str(f->t, "POST", TT_API "registered-models/rename", "registered_model.name", "wet-dry",
               "{\"name\": \"dry-wet\", \"new_name\": \"wet-dry\"}");
-    assert_string_equal(tt_str(r, "registered_model.name"), "wet-dry");
-    cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "model-versions/get", "{\"name\": \"wet-dry\", \"version\": \"1\"}");
-    assert_string_equal(tt_str(r, "model_version.name"), "wet-dry");
-    cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "registered-models/delete", "{\"name\": \"wet-dry\"}"));
+    tt_ok_str(f->t, "GET", TT_API "model-versions/get", "model_version.name", "wet-dry",
+              "{\"name\": \"wet-dry\", \"version\": \"1\"}");
+    tt_do(f->t, "DELETE", TT_API "registered-models/delete", "{\"name\": \"wet-dry\"}");
     tt_err(f->t, "GET", TT_API "model-versions/get", 404, "RESOURCE_DOES_NOT_EXIST", NULL,
            "{\"name\": \"wet-dry\", \"version\": \"1\"}");
     /* Wrong method for an endpoint. */
@@ -117,36 +112,27 @@ static void test_model_versions(void **state)
     assert_string_equal(tt_str(r, "artifact_uri"), expected);
     assert_int_equal(cJSON_GetArraySize(r), 1);
     cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "model-versions/get-download-uri",
-              "{\"name\": \"m\", \"version\": \"2\"}");
-    assert_string_equal(tt_str(r, "artifact_uri"), "s3://models/m/2");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "model-versions/get-download-uri", "artifact_uri",
+              "s3://models/m/2", "{\"name\": \"m\", \"version\": \"2\"}");
     create_model(f->t, "copy");
-    r = tt_ok(f->t, "POST", TT_API "model-versions/create",
+    tt_ok_str(f->t, "POST", TT_API "model-versions/create", "model_version.source", "models:/m/2",
               "{\"name\": \"copy\", \"source\": \"models:/m/2\"}");
-    assert_string_equal(tt_str(r, "model_version.source"), "models:/m/2");
-    cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "model-versions/get-download-uri",
-              "{\"name\": \"copy\", \"version\": \"1\"}");
-    assert_string_equal(tt_str(r, "artifact_uri"), "s3://models/m/2");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "model-versions/get-download-uri", "artifact_uri",
+              "s3://models/m/2", "{\"name\": \"copy\", \"version\": \"1\"}");
     tt_err(f->t, "POST", TT_API "model-versions/create", 400, "INVALID_PARAMETER_VALUE",
            "Unable to fetch model from model URI source artifact location 'models:/m/9'",
            "{\"name\": \"copy\", \"source\": \"models:/m/9\"}");
-    r = tt_ok(f->t, "PATCH", TT_API "model-versions/update",
+    tt_ok_str(f->t, "PATCH", TT_API "model-versions/update", "model_version.description", "second",
               "{\"name\": \"m\", \"version\": \"2\", \"description\": \"second\"}");
-    assert_string_equal(tt_str(r, "model_version.description"), "second");
-    cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "model-versions/set-tag",
-                       "{\"name\": \"m\", \"version\": \"2\", \"key\": \"k\", \"value\": \"v\"}"));
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "model-versions/delete-tag",
-                       "{\"name\": \"m\", \"version\": \"1\", \"key\": \"acc\"}"));
+    tt_do(f->t, "POST", TT_API "model-versions/set-tag",
+          "{\"name\": \"m\", \"version\": \"2\", \"key\": \"k\", \"value\": \"v\"}");
+    tt_do(f->t, "DELETE", TT_API "model-versions/delete-tag",
+          "{\"name\": \"m\", \"version\": \"1\", \"key\": \"acc\"}");
     r = tt_ok(f->t, "GET", TT_API "model-versions/get", "{\"name\": \"m\", \"version\": \"1\"}");
     assert_null(tt_get(r, "model_version.tags"));
     cJSON_Delete(r);
     /* Deleted numbers are not reused. */
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "model-versions/delete",
-                       "{\"name\": \"m\", \"version\": \"2\"}"));
+    tt_do(f->t, "DELETE", TT_API "model-versions/delete", "{\"name\": \"m\", \"version\": \"2\"}");
     tt_err(f->t, "GET", TT_API "model-versions/get", 404, "RESOURCE_DOES_NOT_EXIST",
            "Model Version (name=m, version=2) not found", "{\"name\": \"m\", \"version\": \"2\"}");
     create_version(f->t, "m", run, "3");
@@ -198,13 +184,13 @@ static void test_stages_and_latest(void **state)
                      " \"archive_existing_versions\": false}");
     assert_string_equal(tt_str(r, "model_version.current_stage"), "Production");
     cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "model-versions/transition-stage",
-                       "{\"name\": \"m\", \"version\": \"2\", \"stage\": \"Staging\","
-                       " \"archive_existing_versions\": \"false\"}"));
+    tt_do(f->t, "POST", TT_API "model-versions/transition-stage",
+          "{\"name\": \"m\", \"version\": \"2\", \"stage\": \"Staging\","
+          " \"archive_existing_versions\": \"false\"}");
     /* Version 3 to Production, archiving version 1. */
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "model-versions/transition-stage",
-                       "{\"name\": \"m\", \"version\": \"3\", \"stage\": \"Production\","
-                       " \"archive_existing_versions\": true}"));
+    tt_do(f->t, "POST", TT_API "model-versions/transition-stage",
+          "{\"name\": \"m\", \"version\": \"3\", \"stage\": \"Production\","
+          " \"archive_existing_versions\": true}");
     assert_string_equal(stage_of(f->t, "1"), "Archived");
     assert_string_equal(stage_of(f->t, "2"), "Staging");
     assert_string_equal(stage_of(f->t, "3"), "Production");
@@ -259,8 +245,8 @@ static void test_aliases(void **state)
     assert_int_equal(cJSON_GetArraySize(r), 0);
     cJSON_Delete(r);
     /* Setting it again moves it. */
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "registered-models/alias",
-                       "{\"name\": \"m\", \"alias\": \"champion\", \"version\": \"2\"}"));
+    tt_do(f->t, "POST", TT_API "registered-models/alias",
+          "{\"name\": \"m\", \"alias\": \"champion\", \"version\": \"2\"}");
     r = tt_ok(f->t, "GET", TT_API "registered-models/alias", "{\"name\": \"m\", \"alias\": \"champion\"}");
     assert_string_equal(tt_str(r, "model_version.version"), "2");
     assert_int_equal(tt_len(r, "model_version.aliases"), 1);
@@ -281,8 +267,8 @@ static void test_aliases(void **state)
     tt_err(f->t, "GET", TT_API "registered-models/alias", 400, "INVALID_PARAMETER_VALUE",
            "Registered model alias champion not found.",
            "{\"name\": \"nope\", \"alias\": \"champion\"}");
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "registered-models/alias",
-                       "{\"name\": \"m\", \"alias\": \"champion\"}"));
+    tt_do(f->t, "DELETE", TT_API "registered-models/alias",
+          "{\"name\": \"m\", \"alias\": \"champion\"}");
     tt_err(f->t, "GET", TT_API "registered-models/alias", 400, "INVALID_PARAMETER_VALUE",
            "Registered model alias champion not found.", "{\"name\": \"m\", \"alias\": \"champion\"}");
     tt_err(f->t, "POST", TT_API "registered-models/alias", 400, "INVALID_PARAMETER_VALUE",
@@ -297,10 +283,9 @@ static void test_aliases(void **state)
            "Model Version (name=m, version=9) not found",
            "{\"name\": \"m\", \"alias\": \"x\", \"version\": \"9\"}");
     /* Deleting a version drops its aliases. */
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "registered-models/alias",
-                       "{\"name\": \"m\", \"alias\": \"x\", \"version\": \"1\"}"));
-    cJSON_Delete(tt_ok(f->t, "DELETE", TT_API "model-versions/delete",
-                       "{\"name\": \"m\", \"version\": \"1\"}"));
+    tt_do(f->t, "POST", TT_API "registered-models/alias",
+          "{\"name\": \"m\", \"alias\": \"x\", \"version\": \"1\"}");
+    tt_do(f->t, "DELETE", TT_API "model-versions/delete", "{\"name\": \"m\", \"version\": \"1\"}");
     tt_err(f->t, "GET", TT_API "registered-models/alias", 400, "INVALID_PARAMETER_VALUE", NULL,
            "{\"name\": \"m\", \"alias\": \"x\"}");
     free(run);

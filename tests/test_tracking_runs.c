@@ -75,10 +75,9 @@ static void test_run_names(void **state)
     assert_string_equal(tt_str(r, "run.info.run_name"), "from-tag");
     assert_int_equal(tt_len(r, "run.data.tags"), 1);
     cJSON_Delete(r);
-    r = tt_ok(f->t, "POST", TT_API "runs/create",
-              "{\"run_name\": \"same\", \"tags\": [{\"key\": \"mlflow.runName\", \"value\": \"same\"}]}");
-    assert_string_equal(tt_str(r, "run.info.run_name"), "same");
-    cJSON_Delete(r);
+    tt_ok_str(
+        f->t, "POST", TT_API "runs/create", "run.info.run_name", "same",
+        "{\"run_name\": \"same\", \"tags\": [{\"key\": \"mlflow.runName\", \"value\": \"same\"}]}");
     tt_err(f->t, "POST", TT_API "runs/create", 400, "INVALID_PARAMETER_VALUE",
            "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different "
            "values (run_name='a', mlflow.runName='b').",
@@ -136,9 +135,8 @@ static void test_delete_restore_run(void **state)
     cJSON *r = tt_ok(f->t, "POST", TT_API "runs/delete", "{\"run_id\": \"%s\"}", run);
     assert_int_equal(cJSON_GetArraySize(r), 0);
     cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
-    assert_string_equal(tt_str(r, "run.info.lifecycle_stage"), "deleted");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "runs/get", "run.info.lifecycle_stage", "deleted",
+              "{\"run_id\": \"%s\"}", run);
     char msg[200];
     snprintf(msg, sizeof msg,
              "The run %s must be in the 'active' state. Current state is deleted.", run);
@@ -152,10 +150,9 @@ static void test_delete_restore_run(void **state)
     r = tt_ok(f->t, "POST", TT_API "runs/search", "{\"experiment_ids\": [\"0\"]}");
     assert_null(tt_get(r, "runs"));
     cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/restore", "{\"run_id\": \"%s\"}", run));
-    r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
-    assert_string_equal(tt_str(r, "run.info.lifecycle_stage"), "active");
-    cJSON_Delete(r);
+    tt_do(f->t, "POST", TT_API "runs/restore", "{\"run_id\": \"%s\"}", run);
+    tt_ok_str(f->t, "GET", TT_API "runs/get", "run.info.lifecycle_stage", "active",
+              "{\"run_id\": \"%s\"}", run);
     tt_err(f->t, "POST", TT_API "runs/delete", 404, "RESOURCE_DOES_NOT_EXIST", NULL,
            "{\"run_id\": \"missing\"}");
     tt_err(f->t, "POST", TT_API "runs/restore", 400, "INVALID_PARAMETER_VALUE",
@@ -167,19 +164,17 @@ static void test_run_tags(void **state)
 {
     tt_fixture *f = *state;
     char *run = tt_create_run(f->t, "0");
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/set-tag",
-                       "{\"run_id\": \"%s\", \"key\": \"stage\", \"value\": \"a\"}", run));
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/set-tag",
-                       "{\"run_uuid\": \"%s\", \"key\": \"stage\", \"value\": \"b\"}", run));
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/set-tag",
-                       "{\"run_id\": \"%s\", \"key\": \"mlflow.runName\", \"value\": \"by-tag\"}",
-                       run));
+    tt_do(f->t, "POST", TT_API "runs/set-tag",
+          "{\"run_id\": \"%s\", \"key\": \"stage\", \"value\": \"a\"}", run);
+    tt_do(f->t, "POST", TT_API "runs/set-tag",
+          "{\"run_uuid\": \"%s\", \"key\": \"stage\", \"value\": \"b\"}", run);
+    tt_do(f->t, "POST", TT_API "runs/set-tag",
+          "{\"run_id\": \"%s\", \"key\": \"mlflow.runName\", \"value\": \"by-tag\"}", run);
     cJSON *r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
     assert_string_equal(tt_kv(r, "run.data.tags", "stage")->valuestring, "b");
     assert_string_equal(tt_str(r, "run.info.run_name"), "by-tag");
     cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/delete-tag",
-                       "{\"run_id\": \"%s\", \"key\": \"stage\"}", run));
+    tt_do(f->t, "POST", TT_API "runs/delete-tag", "{\"run_id\": \"%s\", \"key\": \"stage\"}", run);
     r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
     assert_null(tt_kv(r, "run.data.tags", "stage"));
     cJSON_Delete(r);
@@ -203,8 +198,8 @@ static void test_run_tags(void **state)
            "had length 8001, which exceeded length limit of 8000",
            "{\"run_id\": \"%s\", \"key\": \"big\", \"value\": \"%s\"}", run, big);
     big[8000] = '\0';
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/set-tag",
-                       "{\"run_id\": \"%s\", \"key\": \"big\", \"value\": \"%s\"}", run, big));
+    tt_do(f->t, "POST", TT_API "runs/set-tag",
+          "{\"run_id\": \"%s\", \"key\": \"big\", \"value\": \"%s\"}", run, big);
     free(big);
     free(run);
 }

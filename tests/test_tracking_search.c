@@ -31,18 +31,16 @@ static void make_runs(kiln_tracking *t)
                          exp_id, s->name, s->start);
         const char *id = tt_str(r, "run.info.run_id");
         if (s->acc >= 0)
-            cJSON_Delete(tt_ok(t, "POST", TT_API "runs/log-metric",
-                               "{\"run_id\": \"%s\", \"key\": \"acc\", \"value\": %g, "
-                               "\"timestamp\": 1}",
-                               id, s->acc));
+            tt_do(t, "POST", TT_API "runs/log-metric",
+                  "{\"run_id\": \"%s\", \"key\": \"acc\", \"value\": %g, "
+                  "\"timestamp\": 1}",
+                  id, s->acc);
         if (s->model)
-            cJSON_Delete(tt_ok(t, "POST", TT_API "runs/log-parameter",
-                               "{\"run_id\": \"%s\", \"key\": \"model\", \"value\": \"%s\"}", id,
-                               s->model));
+            tt_do(t, "POST", TT_API "runs/log-parameter",
+                  "{\"run_id\": \"%s\", \"key\": \"model\", \"value\": \"%s\"}", id, s->model);
         if (s->team)
-            cJSON_Delete(tt_ok(t, "POST", TT_API "runs/set-tag",
-                               "{\"run_id\": \"%s\", \"key\": \"team name\", \"value\": \"%s\"}",
-                               id, s->team));
+            tt_do(t, "POST", TT_API "runs/set-tag",
+                  "{\"run_id\": \"%s\", \"key\": \"team name\", \"value\": \"%s\"}", id, s->team);
         cJSON_Delete(r);
     }
 }
@@ -66,12 +64,7 @@ static void search(kiln_tracking *t, const char *extra, char *out, size_t size)
 {
     cJSON *r = tt_ok(t, "POST", TT_API "runs/search", "{\"experiment_ids\": [\"%s\"]%s%s}", exp_id,
                      *extra ? ", " : "", extra);
-    size_t used = 0;
-    out[0] = '\0';
-    const cJSON *runs = tt_get(r, "runs");
-    for (const cJSON *e = runs ? runs->child : NULL; e; e = e->next)
-        used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "," : "",
-                                 tt_str(e, "info.run_name"));
+    tt_join(r, "runs", "info.run_name", out, size);
     cJSON_Delete(r);
 }
 
@@ -168,7 +161,7 @@ static void test_pages_and_views(void **state)
                      "{\"experiment_ids\": [\"%s\"], \"filter\": \"run_name = 'r-beta'\"}", exp_id);
     char *beta = strdup(tt_str(r, "runs.0.info.run_id"));
     cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/delete", "{\"run_id\": \"%s\"}", beta));
+    tt_do(f->t, "POST", TT_API "runs/delete", "{\"run_id\": \"%s\"}", beta);
     EXPECT(f->t, "\"run_view_type\": \"DELETED_ONLY\"", "r-beta");
     EXPECT(f->t, "\"run_view_type\": \"ALL\", \"filter\": \"metrics.acc = 0.75\"", "r-eps,r-beta");
     EXPECT(f->t, "\"run_view_type\": 1, \"filter\": \"metrics.acc = 0.75\"", "r-eps");

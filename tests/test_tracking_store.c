@@ -48,9 +48,8 @@ static void test_create_get_experiment(void **state)
     assert_string_equal(tt_kv(e, "tags", "team")->valuestring, "ml");
     assert_string_equal(tt_kv(e, "tags", "empty")->valuestring, "");
     cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "experiments/get-by-name", "{\"experiment_name\": \"exp-a\"}");
-    assert_string_equal(tt_str(r, "experiment.experiment_id"), "1");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "experiments/get-by-name", "experiment.experiment_id", "1",
+              "{\"experiment_name\": \"exp-a\"}");
     /* An explicit artifact location is kept as given. */
     r = tt_ok(f->t, "POST", TT_API "experiments/create",
               "{\"name\": \"exp-s3\", \"artifact_location\": \"s3://bucket/x\"}");
@@ -110,8 +109,8 @@ static void test_rename_delete_restore(void **state)
     char *a = tt_create_experiment(f->t, "a");
     free(tt_create_experiment(f->t, "b"));
     char *run = tt_create_run(f->t, a);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/update",
-                       "{\"experiment_id\": \"%s\", \"new_name\": \"a2\"}", a));
+    tt_do(f->t, "POST", TT_API "experiments/update",
+          "{\"experiment_id\": \"%s\", \"new_name\": \"a2\"}", a);
     cJSON *r = tt_ok(f->t, "GET", TT_API "experiments/get", "{\"experiment_id\": \"%s\"}", a);
     assert_string_equal(tt_str(r, "experiment.name"), "a2");
     cJSON_Delete(r);
@@ -124,12 +123,10 @@ static void test_rename_delete_restore(void **state)
     r = tt_ok(f->t, "POST", TT_API "experiments/delete", "{\"experiment_id\": \"%s\"}", a);
     assert_int_equal(cJSON_GetArraySize(r), 0);
     cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
-    assert_string_equal(tt_str(r, "run.info.lifecycle_stage"), "deleted");
-    cJSON_Delete(r);
-    r = tt_ok(f->t, "GET", TT_API "experiments/get", "{\"experiment_id\": \"%s\"}", a);
-    assert_string_equal(tt_str(r, "experiment.lifecycle_stage"), "deleted");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "runs/get", "run.info.lifecycle_stage", "deleted",
+              "{\"run_id\": \"%s\"}", run);
+    tt_ok_str(f->t, "GET", TT_API "experiments/get", "experiment.lifecycle_stage", "deleted",
+              "{\"experiment_id\": \"%s\"}", a);
     tt_err(f->t, "POST", TT_API "experiments/update", 500, "INVALID_STATE",
            "Cannot rename a non-active experiment.",
            "{\"experiment_id\": \"%s\", \"new_name\": \"zz\"}", a);
@@ -140,12 +137,11 @@ static void test_rename_delete_restore(void **state)
     tt_err(f->t, "POST", TT_API "experiments/set-experiment-tag", 400, "INVALID_PARAMETER_VALUE",
            "must be in the 'active' state",
            "{\"experiment_id\": \"%s\", \"key\": \"k\", \"value\": \"v\"}", a);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/restore", "{\"experiment_id\": \"%s\"}", a));
+    tt_do(f->t, "POST", TT_API "experiments/restore", "{\"experiment_id\": \"%s\"}", a);
     tt_err(f->t, "POST", TT_API "experiments/restore", 404, "RESOURCE_DOES_NOT_EXIST", NULL,
            "{\"experiment_id\": \"%s\"}", a);
-    r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
-    assert_string_equal(tt_str(r, "run.info.lifecycle_stage"), "active");
-    cJSON_Delete(r);
+    tt_ok_str(f->t, "GET", TT_API "runs/get", "run.info.lifecycle_stage", "active",
+              "{\"run_id\": \"%s\"}", run);
     free(run);
     free(a);
 }
@@ -154,16 +150,16 @@ static void test_experiment_tags(void **state)
 {
     tt_fixture *f = *state;
     char *id = tt_create_experiment(f->t, "tagged");
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/set-experiment-tag",
-                       "{\"experiment_id\": \"%s\", \"key\": \"k\", \"value\": \"v1\"}", id));
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/set-experiment-tag",
-                       "{\"experiment_id\": \"%s\", \"key\": \"k\", \"value\": \"v2\"}", id));
+    tt_do(f->t, "POST", TT_API "experiments/set-experiment-tag",
+          "{\"experiment_id\": \"%s\", \"key\": \"k\", \"value\": \"v1\"}", id);
+    tt_do(f->t, "POST", TT_API "experiments/set-experiment-tag",
+          "{\"experiment_id\": \"%s\", \"key\": \"k\", \"value\": \"v2\"}", id);
     cJSON *r = tt_ok(f->t, "GET", TT_API "experiments/get", "{\"experiment_id\": \"%s\"}", id);
     assert_int_equal(tt_len(r, "experiment.tags"), 1);
     assert_string_equal(tt_kv(r, "experiment.tags", "k")->valuestring, "v2");
     cJSON_Delete(r);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/delete-experiment-tag",
-                       "{\"experiment_id\": \"%s\", \"key\": \"k\"}", id));
+    tt_do(f->t, "POST", TT_API "experiments/delete-experiment-tag",
+          "{\"experiment_id\": \"%s\", \"key\": \"k\"}", id);
     r = tt_ok(f->t, "GET", TT_API "experiments/get", "{\"experiment_id\": \"%s\"}", id);
     assert_null(tt_get(r, "experiment.tags"));
     cJSON_Delete(r);
@@ -175,16 +171,6 @@ static void test_experiment_tags(void **state)
     free(id);
 }
 
-static void names_of(const cJSON *r, char *out, size_t size)
-{
-    size_t used = 0;
-    out[0] = '\0';
-    const cJSON *list = tt_get(r, "experiments");
-    for (const cJSON *e = list ? list->child : NULL; e; e = e->next)
-        used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "," : "",
-                                 tt_str(e, "name"));
-}
-
 static void test_search_experiments(void **state)
 {
     tt_fixture *f = *state;
@@ -194,22 +180,22 @@ static void test_search_experiments(void **state)
         free(tt_create_experiment(f->t, created[i]));
         usleep(2000); /* distinct creation times */
     }
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/set-experiment-tag",
-                       "{\"experiment_id\": \"2\", \"key\": \"team\", \"value\": \"vision\"}"));
+    tt_do(f->t, "POST", TT_API "experiments/set-experiment-tag",
+          "{\"experiment_id\": \"2\", \"key\": \"team\", \"value\": \"vision\"}");
     /* Default order: newest first. */
     cJSON *r = tt_ok(f->t, "POST", TT_API "experiments/search", "{}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "alphabet,Gamma,beta,alpha,Default");
     assert_null(tt_get(r, "next_page_token"));
     cJSON_Delete(r);
     r = tt_ok(f->t, "POST", TT_API "experiments/search",
               "{\"filter\": \"name = 'alpha'\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "alpha");
     cJSON_Delete(r);
     r = tt_ok(f->t, "POST", TT_API "experiments/search",
               "{\"filter\": \"name LIKE 'alpha%%'\", \"order_by\": [\"name DESC\"]}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "alphabet,alpha");
     cJSON_Delete(r);
     /* LIKE is case-sensitive, ILIKE is not. */
@@ -217,44 +203,44 @@ static void test_search_experiments(void **state)
     assert_null(tt_get(r, "experiments"));
     cJSON_Delete(r);
     r = tt_ok(f->t, "POST", TT_API "experiments/search", "{\"filter\": \"name ILIKE '%%gam%%'\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "Gamma");
     cJSON_Delete(r);
     r = tt_ok(f->t, "POST", TT_API "experiments/search",
               "{\"filter\": \"tags.team = 'vision' AND name != 'x'\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "beta");
     cJSON_Delete(r);
     r = tt_ok(f->t, "POST", TT_API "experiments/search",
               "{\"order_by\": [\"creation_time ASC\"], \"filter\": \"creation_time > 0\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "Default,alpha,beta,Gamma,alphabet");
     cJSON_Delete(r);
     /* GET with string fields, repeated order_by, and pages of 2. */
     r = tt_ok(f->t, "GET", TT_API "experiments/search",
               "{\"max_results\": \"2\", \"order_by\": \"name\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "Default,Gamma");
     char *token = strdup(tt_str(r, "next_page_token"));
     cJSON_Delete(r);
     r = tt_ok(f->t, "GET", TT_API "experiments/search",
               "{\"max_results\": \"2\", \"order_by\": [\"name\"], \"page_token\": \"%s\"}", token);
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "alpha,alphabet");
     free(token);
     token = strdup(tt_str(r, "next_page_token"));
     cJSON_Delete(r);
     r = tt_ok(f->t, "GET", TT_API "experiments/search",
               "{\"max_results\": \"2\", \"order_by\": [\"name\"], \"page_token\": \"%s\"}", token);
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "beta");
     assert_null(tt_get(r, "next_page_token"));
     cJSON_Delete(r);
     free(token);
     /* view_type */
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "experiments/delete", "{\"experiment_id\": \"2\"}"));
+    tt_do(f->t, "POST", TT_API "experiments/delete", "{\"experiment_id\": \"2\"}");
     r = tt_ok(f->t, "POST", TT_API "experiments/search", "{\"view_type\": \"DELETED_ONLY\"}");
-    names_of(r, names, sizeof names);
+    tt_join(r, "experiments", "name", names, sizeof names);
     assert_string_equal(names, "beta");
     cJSON_Delete(r);
     r = tt_ok(f->t, "GET", TT_API "experiments/search", "{\"view_type\": \"3\"}");
@@ -284,11 +270,11 @@ static void test_durable_across_reopen(void **state)
     tt_fixture *f = *state;
     char *exp = tt_create_experiment(f->t, "durable");
     char *run = tt_create_run(f->t, exp);
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "runs/log-metric",
-                       "{\"run_id\": \"%s\", \"key\": \"loss\", \"value\": 0.25, "
-                       "\"timestamp\": 5, \"step\": 3}",
-                       run));
-    cJSON_Delete(tt_ok(f->t, "POST", TT_API "registered-models/create", "{\"name\": \"m\"}"));
+    tt_do(f->t, "POST", TT_API "runs/log-metric",
+          "{\"run_id\": \"%s\", \"key\": \"loss\", \"value\": 0.25, "
+          "\"timestamp\": 5, \"step\": 3}",
+          run);
+    tt_do(f->t, "POST", TT_API "registered-models/create", "{\"name\": \"m\"}");
     tt_reopen(f);
     cJSON *r = tt_ok(f->t, "GET", TT_API "runs/get", "{\"run_id\": \"%s\"}", run);
     assert_string_equal(tt_str(r, "run.info.experiment_id"), exp);

@@ -89,34 +89,34 @@ static inline cJSON *tt_call_body(kiln_tracking *t, const char *method, const ch
     return resp;
 }
 
+/* tt_call_body with a printf-built body (fmt NULL: none); *body keeps
+ * the text for failure messages (caller frees). */
+__attribute__((format(printf, 6, 0))) static inline cJSON *
+tt_vcall(kiln_tracking *t, const char *method, const char *path, int *status, char **body,
+         const char *fmt, va_list ap)
+{
+    *body = fmt ? tt_vfmt(fmt, ap) : NULL;
+    return tt_call_body(t, method, path, *body, status);
+}
+
 __attribute__((format(printf, 5, 6))) static inline cJSON *
 tt_call(kiln_tracking *t, const char *method, const char *path, int *status, const char *fmt, ...)
 {
-    char *body = NULL;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        body = tt_vfmt(fmt, ap);
-        va_end(ap);
-    }
-    cJSON *resp = tt_call_body(t, method, path, body, status);
+    char *body;
+    va_list ap;
+    va_start(ap, fmt);
+    cJSON *resp = tt_vcall(t, method, path, status, &body, fmt, ap);
+    va_end(ap);
     free(body);
     return resp;
 }
 
-/* A call that must answer 200. */
-__attribute__((format(printf, 4, 5))) static inline cJSON *
-tt_ok(kiln_tracking *t, const char *method, const char *path, const char *fmt, ...)
+__attribute__((format(printf, 4, 0))) static inline cJSON *
+tt_vok(kiln_tracking *t, const char *method, const char *path, const char *fmt, va_list ap)
 {
-    char *body = NULL;
+    char *body;
     int status;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        body = tt_vfmt(fmt, ap);
-        va_end(ap);
-    }
-    cJSON *resp = tt_call_body(t, method, path, body, &status);
+    cJSON *resp = tt_vcall(t, method, path, &status, &body, fmt, ap);
     if (status != 200) {
         char *text = cJSON_PrintUnformatted(resp);
         fail_msg("%s %s %s: status %d: %s", method, path, body ? body : "", status, text);
@@ -125,21 +125,39 @@ tt_ok(kiln_tracking *t, const char *method, const char *path, const char *fmt, .
     return resp;
 }
 
+/* A call that must answer 200. */
+__attribute__((format(printf, 4, 5))) static inline cJSON *
+tt_ok(kiln_tracking *t, const char *method, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cJSON *resp = tt_vok(t, method, path, fmt, ap);
+    va_end(ap);
+    return resp;
+}
+
+/* A call that must answer 200, whose answer is not needed. */
+__attribute__((format(printf, 4, 5))) static inline void
+tt_do(kiln_tracking *t, const char *method, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cJSON_Delete(tt_vok(t, method, path, fmt, ap));
+    va_end(ap);
+}
+
 /* A call that must fail with `status`, `code` and a message containing
  * `msg_part` (NULL: any). */
 __attribute__((format(printf, 7, 8))) static inline void
 tt_err(kiln_tracking *t, const char *method, const char *path, int status, const char *code,
        const char *msg_part, const char *fmt, ...)
 {
-    char *body = NULL;
+    char *body;
     int got;
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        body = tt_vfmt(fmt, ap);
-        va_end(ap);
-    }
-    cJSON *resp = tt_call_body(t, method, path, body, &got);
+    va_list ap;
+    va_start(ap, fmt);
+    cJSON *resp = tt_vcall(t, method, path, &got, &body, fmt, ap);
+    va_end(ap);
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(resp, "error_code");
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(resp, "message");
     if (got != status || !cJSON_IsString(c) || strcmp(c->valuestring, code) != 0 ||
@@ -175,6 +193,33 @@ static inline const char *tt_str(const cJSON *o, const char *path)
     if (!cJSON_IsString(v))
         fail_msg("%s is not a string", path);
     return v->valuestring;
+}
+
+/* A call that must answer 200 with the string `want` at the dotted path
+ * `field` of its answer. */
+__attribute__((format(printf, 6, 7))) static inline void
+tt_ok_str(kiln_tracking *t, const char *method, const char *path, const char *field,
+          const char *want, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cJSON *resp = tt_vok(t, method, path, fmt, ap);
+    va_end(ap);
+    assert_string_equal(tt_str(resp, field), want);
+    cJSON_Delete(resp);
+}
+
+/* The string `field` of every element of the array at `list_path`,
+ * comma-separated, into `out`. */
+static inline void tt_join(const cJSON *o, const char *list_path, const char *field, char *out,
+                           size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    const cJSON *list = tt_get(o, list_path);
+    for (const cJSON *e = list ? list->child : NULL; e && used < size; e = e->next)
+        used += (size_t)snprintf(out + used, size - used, "%s%s", used ? "," : "",
+                                 tt_str(e, field));
 }
 
 static inline double tt_num(const cJSON *o, const char *path)

@@ -249,7 +249,9 @@ static int count_str(const char *hay, const char *needle)
             fail_msg("did not expect '%s' in the page", (needle));                               \
     } while (0)
 
-static kiln_ui_page render(fake_api *f, const char *path, const char *query)
+/* The page at `path` (with `query`), which must be a whole HTML page
+ * answered with `status` (free page.body). */
+static kiln_ui_page render(fake_api *f, const char *path, const char *query, int status)
 {
     kiln_ui_page page;
     kiln_err err = {0};
@@ -261,7 +263,16 @@ static kiln_ui_page render(fake_api *f, const char *path, const char *query)
     assert_string_equal(page.content_type, "text/html; charset=utf-8");
     assert_has(page.body, "<!DOCTYPE html>");
     assert_has(page.body, "</html>");
+    assert_int_equal(page.status, status);
     return page;
+}
+
+/* A page that must answer `status` and show `part`. */
+static void expect_page(fake_api *f, const char *path, int status, const char *part)
+{
+    kiln_ui_page p = render(f, path, NULL, status);
+    assert_has(p.body, part);
+    free(p.body);
 }
 
 /* ---- escaping and query strings ---- */
@@ -274,26 +285,26 @@ static char *buf_text(kiln_ui_buf *b)
     return s;
 }
 
+/* The buffer must hold exactly `want`; it is emptied. */
+static void assert_buf(kiln_ui_buf *b, const char *want)
+{
+    char *s = buf_text(b);
+    assert_string_equal(s, want);
+    free(s);
+}
+
 static void test_escape_and_url(void **state)
 {
     kiln_ui_buf b = {0};
     kiln_ui_esc(&b, "<a href=\"x\" onclick='y'>&amp;</a>");
-    char *s = buf_text(&b);
-    assert_string_equal(s, "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
-    free(s);
+    assert_buf(&b, "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
     kiln_ui_esc(&b, NULL);
     kiln_ui_esc(&b, "plain ünïcode");
-    s = buf_text(&b);
-    assert_string_equal(s, "plain ünïcode");
-    free(s);
+    assert_buf(&b, "plain ünïcode");
     kiln_ui_url(&b, "a b/c?d=e&f\"<ü", 0);
-    s = buf_text(&b);
-    assert_string_equal(s, "a%20b%2Fc%3Fd%3De%26f%22%3C%C3%BC");
-    free(s);
+    assert_buf(&b, "a%20b%2Fc%3Fd%3De%26f%22%3C%C3%BC");
     kiln_ui_url(&b, "model/x y.bin", 1);
-    s = buf_text(&b);
-    assert_string_equal(s, "model/x%20y.bin");
-    free(s);
+    assert_buf(&b, "model/x%20y.bin");
     /* A long formatted value grows the buffer past its first block. */
     char big[9000];
     memset(big, 'x', sizeof big - 1);
@@ -338,10 +349,7 @@ static void test_value_formatting(void **state)
     kiln_ui_put_number(&b, -INFINITY);
     kiln_ui_put(&b, "|");
     kiln_ui_put_number(&b, 0.1 + 0.2);
-    char *s = buf_text(&b);
-    assert_string_equal(s, "2023-11-14 22:13:20|-|850 ms|12.3 s|4 min 05 s|2 h 03 min|NaN|"
-                           "-Infinity|0.3");
-    free(s);
+    assert_buf(&b, "2023-11-14 22:13:20|-|850 ms|12.3 s|4 min 05 s|2 h 03 min|NaN|-Infinity|0.3");
 
     cJSON *obj = J("{'a':'123','b':456,'c':'x1','d':'NaN','e':'-Infinity','f':'1e-3'}");
     int64_t n = 0;
@@ -578,8 +586,7 @@ static void test_history_points(void **state)
 static void test_experiments_page(void **state)
 {
     fake_api *f = *state;
-    kiln_ui_page p = render(f, "/", NULL);
-    assert_int_equal(p.status, 200);
+    kiln_ui_page p = render(f, "/", NULL, 200);
     assert_has(p.body, "dry-wet &lt;script&gt;alert(1)&lt;/script&gt;");
     assert_lacks(p.body, "<script");
     assert_has(p.body, "href=\"/experiments/1\"");
@@ -588,17 +595,13 @@ static void test_experiments_page(void **state)
     assert_has(find_call(f, "POST /api/2.0/mlflow/experiments/search"), "\"max_results\":1000");
     assert_has(p.body, "2023-11-14 22:13:20"); /* last update */
     free(p.body);
-    p = render(f, "/experiments", NULL);
-    assert_int_equal(p.status, 200);
-    assert_has(p.body, "Default");
-    free(p.body);
+    expect_page(f, "/experiments", 200, "Default");
 }
 
 static void test_experiment_runs_table(void **state)
 {
     fake_api *f = *state;
-    kiln_ui_page p = render(f, "/experiments/1", NULL);
-    assert_int_equal(p.status, 200);
+    kiln_ui_page p = render(f, "/experiments/1", NULL, 200);
     const char *search = find_call(f, "POST /api/2.0/mlflow/runs/search");
     assert_has(search, "\"experiment_ids\":[\"1\"]");
     assert_has(search, "\"run_view_type\":\"ACTIVE_ONLY\"");
@@ -629,8 +632,7 @@ static void test_experiment_runs_table(void **state)
     free(p.body);
 
     /* The next page: the token goes back to the API decoded. */
-    p = render(f, "/experiments/1/", "page_token=tok%2F2%2B");
-    assert_int_equal(p.status, 200);
+    p = render(f, "/experiments/1/", "page_token=tok%2F2%2B", 200);
     assert_int_equal(count_calls(f, "POST /api/2.0/mlflow/runs/search"), 2);
     assert_has(f->calls[f->ncalls - 1], "\"page_token\":\"tok/2+\"");
     assert_has(p.body, "on-s3");
@@ -641,8 +643,7 @@ static void test_experiment_runs_table(void **state)
 static void test_run_page(void **state)
 {
     fake_api *f = *state;
-    kiln_ui_page p = render(f, "/runs/r1", NULL);
-    assert_int_equal(p.status, 200);
+    kiln_ui_page p = render(f, "/runs/r1", NULL, 200);
     /* One chart per metric, the loss history read across two pages. */
     assert_int_equal(count_str(p.body, "<svg"), 2);
     assert_int_equal(count_str(p.body, "<path class=\"line\""), 2);
@@ -674,8 +675,7 @@ static void test_run_page(void **state)
 static void test_run_page_elsewhere(void **state)
 {
     fake_api *f = *state;
-    kiln_ui_page p = render(f, "/runs/r3", NULL);
-    assert_int_equal(p.status, 200);
+    kiln_ui_page p = render(f, "/runs/r3", NULL, 200);
     assert_has(p.body, "plot.png");
     assert_lacks(p.body, "mlflow-artifacts/artifacts/");
     assert_has(p.body, "not served by this server");
@@ -687,15 +687,13 @@ static void test_run_page_elsewhere(void **state)
 static void test_models_pages(void **state)
 {
     fake_api *f = *state;
-    kiln_ui_page p = render(f, "/models", NULL);
-    assert_int_equal(p.status, 200);
+    kiln_ui_page p = render(f, "/models", NULL, 200);
     assert_has(p.body, "href=\"/models/dry%20wet%2Fcls\">dry wet/cls</a>");
     assert_has(p.body, "stage-Production\">Production</span>");
     assert_has(p.body, "@champion → v2");
     free(p.body);
 
-    p = render(f, "/models/dry wet/cls", NULL);
-    assert_int_equal(p.status, 200);
+    p = render(f, "/models/dry wet/cls", NULL, 200);
     assert_has(find_call(f, "GET /api/2.0/mlflow/model-versions/search"),
                "\"filter\":\"name='dry wet/cls'\"");
     const char *v2 = strstr(p.body, "<tr><td><b>2</b>");
@@ -719,41 +717,27 @@ static void test_not_found_and_api_errors(void **state)
 {
     fake_api *f = *state;
     const char *missing[] = {"/nope", "/experiments/1/runs", "/runs/", "/runs/a/b", "/modelsx"};
-    for (size_t i = 0; i < sizeof missing / sizeof *missing; i++) {
-        kiln_ui_page p = render(f, missing[i], NULL);
-        assert_int_equal(p.status, 404);
-        assert_has(p.body, "Not found");
-        free(p.body);
-    }
+    for (size_t i = 0; i < sizeof missing / sizeof *missing; i++)
+        expect_page(f, missing[i], 404, "Not found");
     assert_int_equal(f->ncalls, 0);
 
-    kiln_ui_page p = render(f, "/nope/<img src=x>", NULL);
-    assert_int_equal(p.status, 404);
+    kiln_ui_page p = render(f, "/nope/<img src=x>", NULL, 404);
     assert_lacks(p.body, "<img");
     free(p.body);
 
     /* The API's own status and message, escaped. */
-    p = render(f, "/experiments/<img>", NULL);
-    assert_int_equal(p.status, 404);
+    p = render(f, "/experiments/<img>", NULL, 404);
     assert_has(p.body, "RESOURCE_DOES_NOT_EXIST");
     assert_has(p.body, "No Experiment with id=&lt;img&gt; exists");
     assert_lacks(p.body, "<img");
     free(p.body);
 
-    p = render(f, "/runs/nope", NULL);
-    assert_int_equal(p.status, 404);
-    assert_has(p.body, "Run not found");
-    free(p.body);
-
-    p = render(f, "/models/unknown", NULL);
-    assert_int_equal(p.status, 404);
-    assert_has(p.body, "Registered Model not found");
-    free(p.body);
+    expect_page(f, "/runs/nope", 404, "Run not found");
+    expect_page(f, "/models/unknown", 404, "Registered Model not found");
 
     f->fail_path = "/api/2.0/mlflow/metrics/get-history";
     f->fail_status = 500;
-    p = render(f, "/runs/r1", NULL);
-    assert_int_equal(p.status, 500);
+    p = render(f, "/runs/r1", NULL, 500);
     assert_has(p.body, "INTERNAL_ERROR");
     assert_has(p.body, "database is locked &lt;x&gt;");
     assert_lacks(p.body, "<svg"); /* the error page replaces the half-drawn page */
@@ -761,9 +745,7 @@ static void test_not_found_and_api_errors(void **state)
 
     f->fail_path = "/api/2.0/mlflow/registered-models/search";
     f->fail_status = 503;
-    p = render(f, "/models", NULL);
-    assert_int_equal(p.status, 503);
-    free(p.body);
+    expect_page(f, "/models", 503, "database is locked &lt;x&gt;");
 }
 
 static void test_render_failures(void **state)

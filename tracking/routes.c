@@ -14,28 +14,6 @@
 #define ARTIFACTS "/api/2.0/mlflow-artifacts/artifacts"
 #define AJAX_ARTIFACTS "/ajax-api/2.0/mlflow-artifacts/artifacts"
 
-/* MLflow's error code for a kiln code, for failures of the artifact calls. */
-static const char *mlflow_code(int code)
-{
-    switch (code) {
-    case KILN_ENOTFOUND:
-        return "RESOURCE_DOES_NOT_EXIST";
-    case KILN_EINVAL:
-    case KILN_EUNSAFE:
-    case KILN_EFORMAT:
-    case KILN_ELIMIT:
-        return "INVALID_PARAMETER_VALUE";
-    default:
-        return "INTERNAL_ERROR";
-    }
-}
-
-static void reply_kiln_error(kiln_http_request *req, const kiln_err *err)
-{
-    kiln_http_reply_error(req, kiln_http_status_for_code(err->code), mlflow_code(err->code),
-                          "%s", err->msg);
-}
-
 static void on_health(kiln_http_request *req, void *ctx)
 {
     (void)ctx;
@@ -121,7 +99,7 @@ static int upload_begin(kiln_http_request *req, void *ctx, void **state)
     const char *rel = kiln_http_request_path_rest(req);
     kiln_artifact_upload *u = kiln_tracking_artifact_begin(app->store, rel, &err);
     if (!u) {
-        reply_kiln_error(req, &err);
+        kiln_http_reply_err(req, &err);
         return err.code ? (int)err.code : KILN_EIO;
     }
     *state = u;
@@ -138,7 +116,7 @@ static void upload_end(kiln_http_request *req, void *ctx, void *state)
     (void)ctx;
     kiln_err err = {0};
     if (kiln_tracking_artifact_commit(state, &err) != KILN_OK) {
-        reply_kiln_error(req, &err);
+        kiln_http_reply_err(req, &err);
         return;
     }
     kiln_http_reply_json(req, 200, cJSON_CreateObject(), NULL);
@@ -160,7 +138,7 @@ static void on_artifact_get(kiln_http_request *req, void *ctx)
     const char *rel = kiln_http_request_path_rest(req);
     char *file = kiln_tracking_artifact_file(app->store, rel, &err);
     if (!file) {
-        reply_kiln_error(req, &err);
+        kiln_http_reply_err(req, &err);
         return;
     }
     kiln_http_reply_header(req, "X-Content-Type-Options", "nosniff", NULL);
@@ -174,7 +152,7 @@ static void on_artifact_delete(kiln_http_request *req, void *ctx)
     kiln_err err = {0};
     if (kiln_tracking_artifact_delete(app->store, kiln_http_request_path_rest(req), &err) !=
         KILN_OK) {
-        reply_kiln_error(req, &err);
+        kiln_http_reply_err(req, &err);
         return;
     }
     kiln_http_reply_json(req, 200, cJSON_CreateObject(), NULL);

@@ -177,6 +177,11 @@ int kiln_http_reply_file(kiln_http_request *req, int status, const char *content
  * "RESOURCE_DOES_NOT_EXIST", the message printf-style. */
 int kiln_http_reply_error(kiln_http_request *req, int status, const char *code,
                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* An error reply for a failed kiln call, as the server answers a failed
+ * stream write: kiln_http_status_for_code's status, MLflow's error code
+ * for the kiln code (RESOURCE_DOES_NOT_EXIST, INVALID_PARAMETER_VALUE or
+ * INTERNAL_ERROR) and err->msg. */
+int kiln_http_reply_err(kiln_http_request *req, const kiln_err *err);
 
 /* The HTTP status for a kiln code, as stream write failures use it. */
 int kiln_http_status_for_code(int code);

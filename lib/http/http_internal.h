@@ -74,8 +74,6 @@ void http_request_free(kiln_http_request *r);
  * static body. */
 void http_reply_error_plain(kiln_http_request *r, int status, const char *code,
                             const char *message);
-/* MLflow's error code name for a kiln code (stream failures). */
-const char *http_error_code_for(int code);
 /* Queue the pending reply on the connection (500 if there is none). */
 enum MHD_Result http_queue_reply(kiln_http_request *r);
 

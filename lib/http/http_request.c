@@ -289,7 +289,8 @@ int kiln_http_reply_error(kiln_http_request *req, int status, const char *code,
     return req->response ? KILN_OK : KILN_ENOMEM;
 }
 
-const char *http_error_code_for(int code)
+/* MLflow's error code name for a kiln code. */
+static const char *error_code_for(int code)
 {
     switch (code) {
     case KILN_ENOTFOUND:
@@ -302,6 +303,12 @@ const char *http_error_code_for(int code)
     default:
         return "INTERNAL_ERROR";
     }
+}
+
+int kiln_http_reply_err(kiln_http_request *req, const kiln_err *err)
+{
+    return kiln_http_reply_error(req, kiln_http_status_for_code(err->code),
+                                 error_code_for(err->code), "%s", err->msg);
 }
 
 enum MHD_Result http_queue_reply(kiln_http_request *r)

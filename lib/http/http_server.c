@@ -291,8 +291,7 @@ static enum MHD_Result on_body_done(kiln_http_request *r)
     const http_route *route = r->route;
     if (r->mode == HTTP_BODY_STREAM) {
         if (r->stream_failed) {
-            http_reply_error_plain(r, kiln_http_status_for_code(r->stream_err.code),
-                                   http_error_code_for(r->stream_err.code), r->stream_err.msg);
+            kiln_http_reply_err(r, &r->stream_err);
             return http_queue_reply(r);
         }
         r->stream_open = 0;

@@ -331,13 +331,9 @@ static int proxy_list(kiln_mlflow_client *c, const store *st, const char *dir, i
     int rc = join(full, sizeof full, st->root, dir, err);
     if (rc != KILN_OK)
         return rc;
-    cJSON *req = cJSON_CreateObject(), *resp = NULL;
-    if (!req || !cJSON_AddStringToObject(req, "path", full)) {
-        cJSON_Delete(req);
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    }
-    rc = mlflow_call(c, "GET", PROXY, req, &resp, NULL, err);
-    cJSON_Delete(req);
+    const char *kv[] = {"path", full};
+    cJSON *resp = NULL;
+    rc = mlflow_call_fields(c, "GET", PROXY, kv, 2, &resp, NULL, err);
     const cJSON *f;
     const cJSON *list = rc == KILN_OK ? cJSON_GetObjectItemCaseSensitive(resp, "files") : NULL;
     cJSON_ArrayForEach(f, list) {

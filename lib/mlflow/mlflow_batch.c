@@ -142,10 +142,8 @@ int kiln_mlflow_log_batch(kiln_mlflow_client *c, const char *run_id,
             cJSON_Delete(req);
             return kiln_err_set(err, KILN_ENOMEM, "out of memory building a log-batch");
         }
-        cJSON *resp = NULL;
-        rc = mlflow_call(c, "POST", "/api/2.0/mlflow/runs/log-batch", req, &resp, NULL, err);
-        cJSON_Delete(req);
-        cJSON_Delete(resp);
+        rc = mlflow_call_taking(c, "POST", "/api/2.0/mlflow/runs/log-batch", req, NULL, NULL,
+                                err);
         if (rc == KILN_OK && calls)
             (*calls)++;
     }

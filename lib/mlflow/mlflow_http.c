@@ -470,6 +470,68 @@ int mlflow_call(kiln_mlflow_client *c, const char *method, const char *path,
     return rc;
 }
 
+int mlflow_call_taking(kiln_mlflow_client *c, const char *method, const char *path,
+                       cJSON *request, cJSON **response, char *error_code, kiln_err *err)
+{
+    cJSON *resp = NULL;
+    if (!request && error_code)
+        error_code[0] = '\0';
+    int rc = request ? mlflow_call(c, method, path, request, &resp, error_code, err)
+                     : kiln_err_set(err, KILN_ENOMEM, "out of memory");
+    cJSON_Delete(request);
+    if (response)
+        *response = resp;
+    else
+        cJSON_Delete(resp);
+    return rc;
+}
+
+cJSON *mlflow_fields(const char *const *kv, size_t n)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i + 1 < n; i += 2) {
+        if (kv[i + 1] && !cJSON_AddStringToObject(o, kv[i], kv[i + 1])) {
+            cJSON_Delete(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
+int mlflow_call_fields(kiln_mlflow_client *c, const char *method, const char *path,
+                       const char *const *kv, size_t n, cJSON **response, char *error_code,
+                       kiln_err *err)
+{
+    return mlflow_call_taking(c, method, path, mlflow_fields(kv, n), response, error_code, err);
+}
+
+int mlflow_get_pages(kiln_mlflow_client *c, const char *path, const char *const *kv, size_t n,
+                     mlflow_page_fn on_page, void *ctx, kiln_err *err)
+{
+    char *token = NULL;
+    int rc;
+    do {
+        cJSON *req = mlflow_fields(kv, n);
+        if (req && token && !cJSON_AddStringToObject(req, "page_token", token)) {
+            cJSON_Delete(req);
+            req = NULL;
+        }
+        free(token);
+        token = NULL;
+        cJSON *resp = NULL;
+        rc = mlflow_call_taking(c, "GET", path, req, &resp, NULL, err);
+        if (rc == KILN_OK)
+            rc = on_page(resp, ctx, err);
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(resp, "next_page_token");
+        if (rc == KILN_OK && cJSON_IsString(next) && next->valuestring[0] &&
+            !(token = strdup(next->valuestring)))
+            rc = kiln_err_set(err, KILN_ENOMEM, "out of memory");
+        cJSON_Delete(resp);
+    } while (rc == KILN_OK && token);
+    free(token);
+    return rc;
+}
+
 int kiln_mlflow_call(kiln_mlflow_client *c, const char *method, const char *path,
                      const cJSON *request, cJSON **response, kiln_err *err)
 {

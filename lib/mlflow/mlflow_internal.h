@@ -52,6 +52,27 @@ void mlflow_resp_free(mlflow_resp *r);
 int mlflow_call(kiln_mlflow_client *c, const char *method, const char *path,
                 const cJSON *request, cJSON **response, char *error_code, kiln_err *err);
 
+/* mlflow_call taking `request` over (NULL: out of memory); the answer is
+ * dropped when `response` is NULL. */
+int mlflow_call_taking(kiln_mlflow_client *c, const char *method, const char *path,
+                       cJSON *request, cJSON **response, char *error_code, kiln_err *err);
+
+/* A request object of string fields from n strings of key/value pairs;
+ * NULL values are left out. NULL when out of memory. */
+cJSON *mlflow_fields(const char *const *kv, size_t n);
+/* mlflow_call_taking with a request of string fields (as mlflow_fields). */
+int mlflow_call_fields(kiln_mlflow_client *c, const char *method, const char *path,
+                       const char *const *kv, size_t n, cJSON **response, char *error_code,
+                       kiln_err *err);
+
+/* Reads one page of a paged answer (a search, a metric history). */
+typedef int (*mlflow_page_fn)(const cJSON *page, void *ctx, kiln_err *err);
+/* GETs `path` with the fields kv (as mlflow_fields) and each answer's
+ * next_page_token as page_token, until an answer has none; every answer
+ * goes to on_page. Stops at the first failure. */
+int mlflow_get_pages(kiln_mlflow_client *c, const char *path, const char *const *kv, size_t n,
+                     mlflow_page_fn on_page, void *ctx, kiln_err *err);
+
 /* Query string of a JSON object's fields (strings, numbers, booleans;
  * arrays as repeated keys). malloc'ed; NULL when out of memory. */
 char *mlflow_query_string(CURL *curl, const cJSON *fields);

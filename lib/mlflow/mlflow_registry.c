@@ -8,35 +8,15 @@
 
 #define API "/api/2.0/mlflow"
 
-static int call_object(kiln_mlflow_client *c, const char *method, const char *path, cJSON *req,
-                       cJSON **resp, char *error_code, kiln_err *err)
-{
-    *resp = NULL;
-    if (!req)
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    int rc = mlflow_call(c, method, path, req, resp, error_code, err);
-    cJSON_Delete(req);
-    return rc;
-}
-
-/* {k1: v1, k2: v2 ...} of strings, NULL values left out. */
-static cJSON *strings(const char *const *kv, size_t n)
-{
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; o && i + 1 < n; i += 2)
-        if (kv[i + 1] && !cJSON_AddStringToObject(o, kv[i], kv[i + 1])) {
-            cJSON_Delete(o);
-            return NULL;
-        }
-    return o;
-}
-
-/* The "model_version" object of an answer into *out. */
-static int version_from(cJSON *resp, const char *what, kiln_mlflow_model_version **out,
+/* The "model_version" object of the answer of a call that returned `rc`
+ * into *out; frees the answer. */
+static int version_from(int rc, cJSON *resp, const char *what, kiln_mlflow_model_version **out,
                         kiln_err *err)
 {
-    const cJSON *mv = mlflow_need_object(resp, "model_version", what, err);
-    int rc = mv ? mlflow_parse_model_version(mv, out, err) : KILN_EFORMAT;
+    if (rc == KILN_OK) {
+        const cJSON *mv = mlflow_need_object(resp, "model_version", what, err);
+        rc = mv ? mlflow_parse_model_version(mv, out, err) : KILN_EFORMAT;
+    }
     cJSON_Delete(resp);
     return rc;
 }
@@ -46,10 +26,8 @@ int kiln_mlflow_registered_model_create(kiln_mlflow_client *c, const char *name,
 {
     const char *kv[] = {"name", name, "description", description};
     char code[MLFLOW_ERROR_CODE_MAX];
-    cJSON *resp = NULL;
-    int rc = call_object(c, "POST", API "/registered-models/create", strings(kv, 4), &resp,
-                         code, err);
-    cJSON_Delete(resp);
+    int rc = mlflow_call_fields(c, "POST", API "/registered-models/create", kv, 4, NULL, code,
+                                err);
     if (rc != KILN_OK && strcmp(code, "RESOURCE_ALREADY_EXISTS") == 0) {
         if (err)
             kiln_err_clear(err);
@@ -65,13 +43,8 @@ int kiln_mlflow_model_version_create(kiln_mlflow_client *c, const char *name,
     const char *kv[] = {"name", name, "source", source, "run_id", run_id};
     cJSON *resp = NULL;
     *out = NULL;
-    int rc = call_object(c, "POST", API "/model-versions/create", strings(kv, 6), &resp, NULL,
-                         err);
-    if (rc != KILN_OK) {
-        cJSON_Delete(resp);
-        return rc;
-    }
-    return version_from(resp, "model-versions/create", out, err);
+    int rc = mlflow_call_fields(c, "POST", API "/model-versions/create", kv, 6, &resp, NULL, err);
+    return version_from(rc, resp, "model-versions/create", out, err);
 }
 
 int kiln_mlflow_model_version_get(kiln_mlflow_client *c, const char *name, const char *version,
@@ -80,12 +53,8 @@ int kiln_mlflow_model_version_get(kiln_mlflow_client *c, const char *name, const
     const char *kv[] = {"name", name, "version", version};
     cJSON *resp = NULL;
     *out = NULL;
-    int rc = call_object(c, "GET", API "/model-versions/get", strings(kv, 4), &resp, NULL, err);
-    if (rc != KILN_OK) {
-        cJSON_Delete(resp);
-        return rc;
-    }
-    return version_from(resp, "model-versions/get", out, err);
+    int rc = mlflow_call_fields(c, "GET", API "/model-versions/get", kv, 4, &resp, NULL, err);
+    return version_from(rc, resp, "model-versions/get", out, err);
 }
 
 static double now_s(void)
@@ -138,7 +107,7 @@ int kiln_mlflow_model_version_transition(kiln_mlflow_client *c, const char *name
                                          kiln_mlflow_model_version **out, kiln_err *err)
 {
     const char *kv[] = {"name", name, "version", version, "stage", stage};
-    cJSON *req = strings(kv, 6);
+    cJSON *req = mlflow_fields(kv, 6);
     cJSON *resp = NULL;
     *out = NULL;
     if (req && !cJSON_AddBoolToObject(req, "archive_existing_versions",
@@ -146,24 +115,16 @@ int kiln_mlflow_model_version_transition(kiln_mlflow_client *c, const char *name
         cJSON_Delete(req);
         req = NULL;
     }
-    int rc = call_object(c, "POST", API "/model-versions/transition-stage", req, &resp, NULL,
-                         err);
-    if (rc != KILN_OK) {
-        cJSON_Delete(resp);
-        return rc;
-    }
-    return version_from(resp, "model-versions/transition-stage", out, err);
+    int rc = mlflow_call_taking(c, "POST", API "/model-versions/transition-stage", req, &resp,
+                                NULL, err);
+    return version_from(rc, resp, "model-versions/transition-stage", out, err);
 }
 
 int kiln_mlflow_alias_set(kiln_mlflow_client *c, const char *name, const char *alias,
                           const char *version, kiln_err *err)
 {
     const char *kv[] = {"name", name, "alias", alias, "version", version};
-    cJSON *resp = NULL;
-    int rc = call_object(c, "POST", API "/registered-models/alias", strings(kv, 6), &resp, NULL,
-                         err);
-    cJSON_Delete(resp);
-    return rc;
+    return mlflow_call_fields(c, "POST", API "/registered-models/alias", kv, 6, NULL, NULL, err);
 }
 
 int kiln_mlflow_alias_delete(kiln_mlflow_client *c, const char *name, const char *alias,
@@ -171,11 +132,8 @@ int kiln_mlflow_alias_delete(kiln_mlflow_client *c, const char *name, const char
 {
     /* A JSON body, as MLflow's Python client sends DELETE requests. */
     const char *kv[] = {"name", name, "alias", alias};
-    cJSON *resp = NULL;
-    int rc = call_object(c, "DELETE", API "/registered-models/alias", strings(kv, 4), &resp,
-                         NULL, err);
-    cJSON_Delete(resp);
-    return rc;
+    return mlflow_call_fields(c, "DELETE", API "/registered-models/alias", kv, 4, NULL, NULL,
+                              err);
 }
 
 int kiln_mlflow_alias_get(kiln_mlflow_client *c, const char *name, const char *alias,
@@ -185,19 +143,15 @@ int kiln_mlflow_alias_get(kiln_mlflow_client *c, const char *name, const char *a
     cJSON *resp = NULL;
     *out = NULL;
     char code[MLFLOW_ERROR_CODE_MAX];
-    int rc = call_object(c, "GET", API "/registered-models/alias", strings(kv, 4), &resp, code,
-                         err);
-    if (rc != KILN_OK) {
-        cJSON_Delete(resp);
-        /* MLflow answers a missing alias with INVALID_PARAMETER_VALUE (400),
-         * "Registered model alias <a> not found."; callers need to tell it
-         * from a bad request. */
-        if (rc == KILN_EINVAL && !strcmp(code, "INVALID_PARAMETER_VALUE") && err &&
-            strstr(err->msg, "not found"))
-            err->code = KILN_ENOTFOUND, rc = KILN_ENOTFOUND;
-        return rc;
-    }
-    return version_from(resp, "registered-models/alias", out, err);
+    int rc = mlflow_call_fields(c, "GET", API "/registered-models/alias", kv, 4, &resp, code,
+                                err);
+    /* MLflow answers a missing alias with INVALID_PARAMETER_VALUE (400),
+     * "Registered model alias <a> not found."; callers need to tell it
+     * from a bad request. */
+    if (rc == KILN_EINVAL && !strcmp(code, "INVALID_PARAMETER_VALUE") && err &&
+        strstr(err->msg, "not found"))
+        err->code = KILN_ENOTFOUND, rc = KILN_ENOTFOUND;
+    return version_from(rc, resp, "registered-models/alias", out, err);
 }
 
 int kiln_mlflow_latest_versions(kiln_mlflow_client *c, const char *name,
@@ -205,7 +159,7 @@ int kiln_mlflow_latest_versions(kiln_mlflow_client *c, const char *name,
                                 kiln_mlflow_model_version ***out, size_t *n, kiln_err *err)
 {
     const char *kv[] = {"name", name};
-    cJSON *req = strings(kv, 2);
+    cJSON *req = mlflow_fields(kv, 2);
     cJSON *resp = NULL;
     *out = NULL;
     *n = 0;
@@ -219,8 +173,8 @@ int kiln_mlflow_latest_versions(kiln_mlflow_client *c, const char *name,
             req = NULL;
         }
     }
-    int rc = call_object(c, "POST", API "/registered-models/get-latest-versions", req, &resp,
-                         NULL, err);
+    int rc = mlflow_call_taking(c, "POST", API "/registered-models/get-latest-versions", req,
+                                &resp, NULL, err);
     if (rc == KILN_OK)
         rc = mlflow_parse_model_versions(cJSON_GetObjectItemCaseSensitive(resp, "model_versions"),
                                          out, n, err);
@@ -228,23 +182,30 @@ int kiln_mlflow_latest_versions(kiln_mlflow_client *c, const char *name,
     return rc;
 }
 
-static int append_versions(const cJSON *arr, kiln_mlflow_model_version ***out, size_t *n,
-                           kiln_err *err)
+typedef struct version_list {
+    kiln_mlflow_model_version **v;
+    size_t n;
+} version_list;
+
+/* Appends the versions of one page of a search to the list. */
+static int append_versions(const cJSON *page, void *ctx, kiln_err *err)
 {
-    kiln_mlflow_model_version **page = NULL;
+    version_list *l = ctx;
+    kiln_mlflow_model_version **got = NULL;
     size_t k = 0;
-    int rc = mlflow_parse_model_versions(arr, &page, &k, err);
+    int rc = mlflow_parse_model_versions(cJSON_GetObjectItemCaseSensitive(page, "model_versions"),
+                                         &got, &k, err);
     if (rc != KILN_OK || k == 0)
         return rc;
-    kiln_mlflow_model_version **grown = realloc(*out, (*n + k) * sizeof *grown);
+    kiln_mlflow_model_version **grown = realloc(l->v, (l->n + k) * sizeof *grown);
     if (!grown) {
-        kiln_mlflow_model_versions_free(page, k);
+        kiln_mlflow_model_versions_free(got, k);
         return kiln_err_set(err, KILN_ENOMEM, "out of memory");
     }
-    memcpy(grown + *n, page, k * sizeof *page);
-    free(page);
-    *out = grown;
-    *n += k;
+    memcpy(grown + l->n, got, k * sizeof *got);
+    free(got);
+    l->v = grown;
+    l->n += k;
     return KILN_OK;
 }
 
@@ -252,31 +213,14 @@ int kiln_mlflow_model_versions_search(kiln_mlflow_client *c, const char *filter,
                                       kiln_mlflow_model_version ***out, size_t *n,
                                       kiln_err *err)
 {
-    char *token = NULL;
-    int rc = KILN_OK;
-    *out = NULL;
-    *n = 0;
-    do {
-        const char *kv[] = {"filter", filter, "page_token", token};
-        cJSON *resp = NULL;
-        rc = call_object(c, "GET", API "/model-versions/search", strings(kv, 4), &resp, NULL,
-                         err);
-        free(token);
-        token = NULL;
-        if (rc == KILN_OK)
-            rc = append_versions(cJSON_GetObjectItemCaseSensitive(resp, "model_versions"), out, n,
-                                 err);
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(resp, "next_page_token");
-        if (rc == KILN_OK && cJSON_IsString(next) && next->valuestring[0] &&
-            !(token = strdup(next->valuestring)))
-            rc = kiln_err_set(err, KILN_ENOMEM, "out of memory");
-        cJSON_Delete(resp);
-    } while (rc == KILN_OK && token);
-    free(token);
+    const char *kv[] = {"filter", filter};
+    version_list l = {NULL, 0};
+    int rc = mlflow_get_pages(c, API "/model-versions/search", kv, 2, append_versions, &l, err);
     if (rc != KILN_OK) {
-        kiln_mlflow_model_versions_free(*out, *n);
-        *out = NULL;
-        *n = 0;
+        kiln_mlflow_model_versions_free(l.v, l.n);
+        l = (version_list){NULL, 0};
     }
+    *out = l.v;
+    *n = l.n;
     return rc;
 }

@@ -20,38 +20,6 @@ const char *kiln_mlflow_run_status_name(kiln_mlflow_run_status s)
     return "FAILED";
 }
 
-/* A request object from key/value string pairs; NULL values are left out. */
-static cJSON *object_of(const char *const *kv, size_t n)
-{
-    cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; o && i + 1 < n; i += 2) {
-        if (kv[i + 1] && !cJSON_AddStringToObject(o, kv[i], kv[i + 1])) {
-            cJSON_Delete(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-
-/* POST/GET a request made of string fields; the answer is dropped unless
- * `response` is given. */
-static int call_fields(kiln_mlflow_client *c, const char *method, const char *path,
-                       const char *const *kv, size_t n, cJSON **response, char *error_code,
-                       kiln_err *err)
-{
-    cJSON *req = object_of(kv, n);
-    cJSON *resp = NULL;
-    if (!req)
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    int rc = mlflow_call(c, method, path, req, &resp, error_code, err);
-    cJSON_Delete(req);
-    if (response)
-        *response = resp;
-    else
-        cJSON_Delete(resp);
-    return rc;
-}
-
 /* ---- experiments ---- */
 
 int kiln_mlflow_experiment_get_by_name(kiln_mlflow_client *c, const char *name,
@@ -60,7 +28,7 @@ int kiln_mlflow_experiment_get_by_name(kiln_mlflow_client *c, const char *name,
     const char *kv[] = {"experiment_name", name};
     cJSON *resp = NULL;
     *out = NULL;
-    int rc = call_fields(c, "GET", API "/experiments/get-by-name", kv, 2, &resp, NULL, err);
+    int rc = mlflow_call_fields(c, "GET", API "/experiments/get-by-name", kv, 2, &resp, NULL, err);
     if (rc == KILN_OK) {
         const cJSON *e = mlflow_need_object(resp, "experiment", "experiments/get-by-name", err);
         rc = e ? mlflow_parse_experiment(e, out, err) : KILN_EFORMAT;
@@ -94,7 +62,7 @@ int kiln_mlflow_experiment_create(kiln_mlflow_client *c, const char *name,
     char code[MLFLOW_ERROR_CODE_MAX];
     cJSON *resp = NULL;
     *experiment_id = NULL;
-    int rc = call_fields(c, "POST", API "/experiments/create", kv, 4, &resp, code, err);
+    int rc = mlflow_call_fields(c, "POST", API "/experiments/create", kv, 4, &resp, code, err);
     if (rc != KILN_OK && strcmp(code, "RESOURCE_ALREADY_EXISTS") == 0)
         return existing_id(c, name, experiment_id, err); /* made by someone else: fine */
     if (rc == KILN_OK) {
@@ -122,7 +90,7 @@ int kiln_mlflow_experiment_set_tag(kiln_mlflow_client *c, const char *experiment
                                    const char *key, const char *value, kiln_err *err)
 {
     const char *kv[] = {"experiment_id", experiment_id, "key", key, "value", value};
-    return call_fields(c, "POST", API "/experiments/set-experiment-tag", kv, 6, NULL, NULL,
+    return mlflow_call_fields(c, "POST", API "/experiments/set-experiment-tag", kv, 6, NULL, NULL,
                        err);
 }
 
@@ -201,12 +169,9 @@ int kiln_mlflow_run_create(kiln_mlflow_client *c, const kiln_mlflow_run_options 
     *out = NULL;
     if (!opts->experiment_id || !*opts->experiment_id)
         return kiln_err_set(err, KILN_EINVAL, "an MLflow run needs an experiment id");
-    cJSON *req = run_create_request(opts);
     cJSON *resp = NULL;
-    if (!req)
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    int rc = mlflow_call(c, "POST", API "/runs/create", req, &resp, NULL, err);
-    cJSON_Delete(req);
+    int rc = mlflow_call_taking(c, "POST", API "/runs/create", run_create_request(opts), &resp,
+                                NULL, err);
     if (rc == KILN_OK)
         rc = run_from(resp, "runs/create", out, err);
     cJSON_Delete(resp);
@@ -219,7 +184,7 @@ int kiln_mlflow_run_get(kiln_mlflow_client *c, const char *run_id, kiln_mlflow_r
     const char *kv[] = {"run_id", run_id};
     cJSON *resp = NULL;
     *out = NULL;
-    int rc = call_fields(c, "GET", API "/runs/get", kv, 2, &resp, NULL, err);
+    int rc = mlflow_call_fields(c, "GET", API "/runs/get", kv, 2, &resp, NULL, err);
     if (rc == KILN_OK)
         rc = run_from(resp, "runs/get", out, err);
     cJSON_Delete(resp);
@@ -237,12 +202,11 @@ int kiln_mlflow_run_update(kiln_mlflow_client *c, const char *run_id,
         ok = cJSON_AddNumberToObject(req, "end_time",
                                      (double)(end_time_ms ? end_time_ms : mlflow_now_ms())) !=
              NULL;
-    cJSON *resp = NULL;
-    int rc = ok ? mlflow_call(c, "POST", API "/runs/update", req, &resp, NULL, err)
-                : kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    cJSON_Delete(req);
-    cJSON_Delete(resp);
-    return rc;
+    if (!ok) {
+        cJSON_Delete(req);
+        req = NULL;
+    }
+    return mlflow_call_taking(c, "POST", API "/runs/update", req, NULL, NULL, err);
 }
 
 int kiln_mlflow_run_finish(kiln_mlflow_client *c, const char *run_id,
@@ -259,14 +223,14 @@ int kiln_mlflow_run_set_tag(kiln_mlflow_client *c, const char *run_id, const cha
                             const char *value, kiln_err *err)
 {
     const char *kv[] = {"run_id", run_id, "run_uuid", run_id, "key", key, "value", value};
-    return call_fields(c, "POST", API "/runs/set-tag", kv, 8, NULL, NULL, err);
+    return mlflow_call_fields(c, "POST", API "/runs/set-tag", kv, 8, NULL, NULL, err);
 }
 
 int kiln_mlflow_log_param(kiln_mlflow_client *c, const char *run_id, const char *key,
                           const char *value, kiln_err *err)
 {
     const char *kv[] = {"run_id", run_id, "run_uuid", run_id, "key", key, "value", value};
-    return call_fields(c, "POST", API "/runs/log-parameter", kv, 8, NULL, NULL, err);
+    return mlflow_call_fields(c, "POST", API "/runs/log-parameter", kv, 8, NULL, NULL, err);
 }
 
 int kiln_mlflow_log_metric(kiln_mlflow_client *c, const char *run_id, const char *key,
@@ -274,37 +238,40 @@ int kiln_mlflow_log_metric(kiln_mlflow_client *c, const char *run_id, const char
 {
     kiln_mlflow_metric m = {key, value, timestamp_ms, step};
     cJSON *req = mlflow_metric_json(&m, mlflow_now_ms());
-    cJSON *resp = NULL;
-    if (!req || !cJSON_AddStringToObject(req, "run_id", run_id) ||
-        !cJSON_AddStringToObject(req, "run_uuid", run_id)) {
+    if (req && (!cJSON_AddStringToObject(req, "run_id", run_id) ||
+                !cJSON_AddStringToObject(req, "run_uuid", run_id))) {
         cJSON_Delete(req);
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
+        req = NULL;
     }
-    int rc = mlflow_call(c, "POST", API "/runs/log-metric", req, &resp, NULL, err);
-    cJSON_Delete(req);
-    cJSON_Delete(resp);
-    return rc;
+    return mlflow_call_taking(c, "POST", API "/runs/log-metric", req, NULL, NULL, err);
 }
 
 /* ---- metric history ---- */
 
-static int append_points(const cJSON *arr, kiln_mlflow_metric_value **out, size_t *n,
-                         kiln_err *err)
+typedef struct point_list {
+    kiln_mlflow_metric_value *v;
+    size_t n;
+} point_list;
+
+/* Appends the points of one page of a history to the list. */
+static int append_points(const cJSON *page, void *ctx, kiln_err *err)
 {
+    point_list *l = ctx;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(page, "metrics");
     int count = cJSON_IsArray(arr) ? cJSON_GetArraySize(arr) : 0;
     if (count == 0)
         return KILN_OK;
-    kiln_mlflow_metric_value *grown = realloc(*out, (*n + (size_t)count) * sizeof *grown);
+    kiln_mlflow_metric_value *grown = realloc(l->v, (l->n + (size_t)count) * sizeof *grown);
     if (!grown)
         return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    *out = grown;
+    l->v = grown;
     const cJSON *item;
     cJSON_ArrayForEach(item, arr) {
-        if (mlflow_parse_metric_value(item, &grown[*n]) != KILN_OK) {
-            free(grown[*n].key);
+        if (mlflow_parse_metric_value(item, &grown[l->n]) != KILN_OK) {
+            free(grown[l->n].key);
             return kiln_err_set(err, KILN_ENOMEM, "out of memory");
         }
-        (*n)++;
+        l->n++;
     }
     return KILN_OK;
 }
@@ -312,29 +279,14 @@ static int append_points(const cJSON *arr, kiln_mlflow_metric_value **out, size_
 int kiln_mlflow_metric_history(kiln_mlflow_client *c, const char *run_id, const char *key,
                                kiln_mlflow_metric_value **out, size_t *n, kiln_err *err)
 {
-    char *token = NULL;
-    int rc = KILN_OK;
-    *out = NULL;
-    *n = 0;
-    do {
-        const char *kv[] = {"run_id", run_id, "metric_key", key, "page_token", token};
-        cJSON *resp = NULL;
-        rc = call_fields(c, "GET", API "/metrics/get-history", kv, 6, &resp, NULL, err);
-        free(token);
-        token = NULL;
-        if (rc == KILN_OK)
-            rc = append_points(cJSON_GetObjectItemCaseSensitive(resp, "metrics"), out, n, err);
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(resp, "next_page_token");
-        if (rc == KILN_OK && cJSON_IsString(next) && next->valuestring[0] &&
-            !(token = strdup(next->valuestring)))
-            rc = kiln_err_set(err, KILN_ENOMEM, "out of memory");
-        cJSON_Delete(resp);
-    } while (rc == KILN_OK && token);
-    free(token);
+    const char *kv[] = {"run_id", run_id, "metric_key", key};
+    point_list l = {NULL, 0};
+    int rc = mlflow_get_pages(c, API "/metrics/get-history", kv, 4, append_points, &l, err);
     if (rc != KILN_OK) {
-        kiln_mlflow_metric_values_free(*out, *n);
-        *out = NULL;
-        *n = 0;
+        kiln_mlflow_metric_values_free(l.v, l.n);
+        l = (point_list){NULL, 0};
     }
+    *out = l.v;
+    *n = l.n;
     return rc;
 }

@@ -336,6 +336,18 @@ void trk_put_kv(trk_req *r, cJSON *o, const char *list, const char *key, const c
     trk_put_str(r, item, "value", value);
 }
 
+int trk_put_kv_rows_at(trk_req *r, const char *file, int line, cJSON *o, const char *list,
+                       sqlite3_stmt *st)
+{
+    if (!st)
+        return -1;
+    int rc;
+    while ((rc = trk_step_at(r, file, line, st)) == 1)
+        trk_put_kv(r, o, list, trk_col_text(st, 0), trk_col_text(st, 1));
+    sqlite3_finalize(st);
+    return rc < 0 ? -1 : 0;
+}
+
 /* --- paging --- */
 
 int trk_page_token_parse(trk_req *r, const char *token, int64_t *offset)

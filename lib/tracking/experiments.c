@@ -36,12 +36,7 @@ int trk_experiment_json(trk_req *r, int64_t id, cJSON *out)
     sqlite3_finalize(st);
     st = TRK_STMT(r, "SELECT key, value FROM experiment_tags WHERE experiment_id = ? ORDER BY key",
                   "I", id);
-    if (!st)
-        return -1;
-    while ((rc = TRK_STEP(r, st)) == 1)
-        trk_put_kv(r, out, "tags", trk_col_text(st, 0), trk_col_text(st, 1));
-    sqlite3_finalize(st);
-    return rc;
+    return TRK_PUT_KV_ROWS(r, out, "tags", st);
 }
 
 /* The experiment's lifecycle stage into `stage` (RESOURCE_DOES_NOT_EXIST
@@ -97,13 +92,6 @@ static int check_name(trk_req *r, const char *name)
     return rc < 0 ? -1 : 0;
 }
 
-static int check_tag(trk_req *r, const char *key, const char *value)
-{
-    if (trk_check_key(r, "tag", key) != 0 || trk_check_len(r, "Tag key", TRK_MAX_KEY_LEN, key) != 0)
-        return -1;
-    return trk_check_len(r, "Tag value", TRK_MAX_EXP_TAG_VAL_LEN, value);
-}
-
 static int create_tags(trk_req *r, int64_t id)
 {
     const cJSON *tags;
@@ -111,14 +99,10 @@ static int create_tags(trk_req *r, int64_t id)
     if (trk_req_obj_list(r, "tags", &tags, &n) != 0)
         return -1;
     for (int i = 0; i < n; i++) {
-        const cJSON *tag = cJSON_GetArrayItem(tags, i);
         const char *key, *value;
-        if (trk_item_str(r, tag, "tags", i, "key", 1, &key) != 0 ||
-            trk_item_str(r, tag, "tags", i, "value", 0, &value) != 0 ||
-            check_tag(r, key, value ? value : "") != 0)
-            return -1;
-        if (TRK_EXEC(r, "INSERT OR REPLACE INTO experiment_tags VALUES (?, ?, ?)", "Iss", id, key,
-                     value ? value : "") != 0)
+        if (trk_req_tag_at(r, tags, i, &trk_experiment_tags, &key, &value) != 0 ||
+            TRK_EXEC(r, "INSERT OR REPLACE INTO experiment_tags VALUES (?, ?, ?)", "Iss", id, key,
+                     value) != 0)
             return -1;
     }
     return 0;
@@ -265,7 +249,8 @@ int trk_h_exp_set_tag(trk_req *r, cJSON *resp)
     if (req_exp_id(r, &id) != 0 || trk_req_str(r, "key", 1, &key) != 0 ||
         trk_req_str(r, "value", 0, &value) != 0)
         return -1;
-    if (check_tag(r, key, value ? value : "") != 0 || trk_exp_require_active(r, id) != 0)
+    if (trk_check_tag(r, &trk_experiment_tags, key, value) != 0 ||
+        trk_exp_require_active(r, id) != 0)
         return -1;
     return TRK_EXEC(r, "INSERT OR REPLACE INTO experiment_tags VALUES (?, ?, ?)", "Iss", id, key,
                     value ? value : "");
@@ -395,6 +380,11 @@ static int exp_order(trk_req *r, trk_sql *q)
     return 0;
 }
 
+static int exp_row(trk_req *r, sqlite3_stmt *row, cJSON *out)
+{
+    return trk_experiment_json(r, sqlite3_column_int64(row, 0), out);
+}
+
 int trk_h_exp_search(trk_req *r, cJSON *resp)
 {
     int64_t max_results, offset;
@@ -402,7 +392,6 @@ int trk_h_exp_search(trk_req *r, cJSON *resp)
     int view, rc = -1;
     trk_filter f = {0};
     trk_sql q = {0};
-    sqlite3_stmt *st = NULL;
     if (trk_req_max_results(r, 1000, TRK_MAX_SEARCH_EXPERIMENTS, 1, &max_results) != 0 ||
         trk_req_str(r, "page_token", 0, &token) != 0 || trk_req_str(r, "filter", 0, &filter) != 0 ||
         req_view_type(r, "view_type", &view) != 0 || trk_page_token_parse(r, token, &offset) != 0)
@@ -410,30 +399,9 @@ int trk_h_exp_search(trk_req *r, cJSON *resp)
     if (trk_filter_parse(r, &exp_spec, filter, &f) != 0)
         goto done;
     exp_where(&q, view, &f);
-    if (exp_order(r, &q) != 0)
-        goto done;
-    trk_sql_add(&q, " LIMIT ");
-    trk_sql_bind_i64(&q, max_results + 1);
-    trk_sql_add(&q, " OFFSET ");
-    trk_sql_bind_i64(&q, offset);
-    st = trk_sql_prepare(r, &q, __FILE__, __LINE__);
-    if (!st)
-        goto done;
-    int64_t count = 0;
-    while ((rc = TRK_STEP(r, st)) == 1) {
-        if (count++ == max_results) {
-            trk_page_token_put(r, resp, offset + max_results);
-            break;
-        }
-        cJSON *exp = trk_arr_add_obj(r, trk_put_arr(r, resp, "experiments"));
-        if (!exp || trk_experiment_json(r, sqlite3_column_int64(st, 0), exp) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    rc = rc < 0 ? -1 : 0;
+    if (exp_order(r, &q) == 0)
+        rc = TRK_SQL_PAGE(r, &q, max_results, offset, resp, "experiments", exp_row);
 done:
-    sqlite3_finalize(st);
     trk_sql_free(&q);
     trk_filter_free(&f);
     return rc;

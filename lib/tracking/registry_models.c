@@ -100,12 +100,7 @@ int trk_model_json(trk_req *r, int64_t model_id, cJSON *out)
         return -1;
     st = TRK_STMT(r, "SELECT key, value FROM registered_model_tags WHERE model_id = ? ORDER BY key",
                   "I", model_id);
-    if (!st)
-        return -1;
-    while ((rc = TRK_STEP(r, st)) == 1)
-        trk_put_kv(r, out, "tags", trk_col_text(st, 0), trk_col_text(st, 1));
-    sqlite3_finalize(st);
-    if (rc < 0)
+    if (TRK_PUT_KV_ROWS(r, out, "tags", st) != 0)
         return -1;
     st = TRK_STMT(r,
                   "SELECT alias, version FROM registered_model_aliases WHERE model_id = ?"
@@ -130,14 +125,6 @@ static int put_model(trk_req *r, cJSON *resp, int64_t model_id)
     return m ? trk_model_json(r, model_id, m) : -1;
 }
 
-static int check_tag(trk_req *r, const char *key, const char *value)
-{
-    if (trk_check_key(r, "tag", key) != 0 ||
-        trk_check_len(r, "Registered model key", TRK_MAX_KEY_LEN, key) != 0)
-        return -1;
-    return trk_check_len(r, "Registered model value", TRK_MAX_REGISTRY_TAG_VAL_LEN, value);
-}
-
 static int name_taken(trk_req *r, const char *name)
 {
     sqlite3_stmt *st = TRK_STMT(r, "SELECT 1 FROM registered_models WHERE name = ?", "s", name);
@@ -160,10 +147,7 @@ int trk_h_rm_create(trk_req *r, cJSON *resp)
         return -1;
     for (int i = 0; i < n_tags; i++) {
         const char *key, *value;
-        const cJSON *tag = cJSON_GetArrayItem(tags, i);
-        if (trk_item_str(r, tag, "tags", i, "key", 1, &key) != 0 ||
-            trk_item_str(r, tag, "tags", i, "value", 0, &value) != 0 ||
-            check_tag(r, key, value ? value : "") != 0)
+        if (trk_req_tag_at(r, tags, i, &trk_model_tags, &key, &value) != 0)
             return -1;
     }
     if (name_taken(r, name) != 0)
@@ -176,11 +160,10 @@ int trk_h_rm_create(trk_req *r, cJSON *resp)
         return -1;
     int64_t id = sqlite3_last_insert_rowid(r->db);
     for (int i = 0; i < n_tags; i++) {
-        const cJSON *tag = cJSON_GetArrayItem(tags, i);
-        const cJSON *value = cJSON_GetObjectItemCaseSensitive(tag, "value");
-        if (TRK_EXEC(r, "INSERT OR REPLACE INTO registered_model_tags VALUES (?, ?, ?)", "Iss", id,
-                     cJSON_GetObjectItemCaseSensitive(tag, "key")->valuestring,
-                     cJSON_IsString(value) ? value->valuestring : "") != 0)
+        const char *key, *value; /* checked above */
+        if (trk_req_tag_at(r, tags, i, &trk_model_tags, &key, &value) != 0 ||
+            TRK_EXEC(r, "INSERT OR REPLACE INTO registered_model_tags VALUES (?, ?, ?)", "Iss", id,
+                     key, value) != 0)
             return -1;
     }
     return put_model(r, resp, id);
@@ -238,7 +221,8 @@ int trk_h_rm_set_tag(trk_req *r, cJSON *resp)
     const char *name, *key, *value;
     int64_t id;
     if (trk_req_str(r, "name", 1, &name) != 0 || trk_req_str(r, "key", 1, &key) != 0 ||
-        trk_req_str(r, "value", 0, &value) != 0 || check_tag(r, key, value ? value : "") != 0 ||
+        trk_req_str(r, "value", 0, &value) != 0 ||
+        trk_check_tag(r, &trk_model_tags, key, value) != 0 ||
         trk_model_id(r, name, &id) != 0)
         return -1;
     return TRK_EXEC(r, "INSERT OR REPLACE INTO registered_model_tags VALUES (?, ?, ?)", "Iss", id,
@@ -379,18 +363,30 @@ static int rm_order(trk_req *r, trk_sql *q)
     return 0;
 }
 
-int trk_h_rm_search(trk_req *r, cJSON *resp)
+static int rm_row(trk_req *r, sqlite3_stmt *row, cJSON *out)
+{
+    return trk_model_json(r, sqlite3_column_int64(row, 0), out);
+}
+
+int trk_req_registry_search(trk_req *r, const trk_search_spec *spec, int64_t dflt, int64_t max,
+                            trk_filter *f, int64_t *max_results, int64_t *offset)
 {
     const char *filter, *token;
+    if (trk_req_str(r, "filter", 0, &filter) != 0 ||
+        trk_req_max_results(r, dflt, max, 0, max_results) != 0 ||
+        trk_req_str(r, "page_token", 0, &token) != 0 || trk_page_token_parse(r, token, offset) != 0)
+        return -1;
+    return trk_filter_parse(r, spec, filter, f);
+}
+
+int trk_h_rm_search(trk_req *r, cJSON *resp)
+{
     int64_t max_results, offset;
     int rc = -1;
     trk_filter f = {0};
     trk_sql q = {0};
-    sqlite3_stmt *st = NULL;
-    if (trk_req_str(r, "filter", 0, &filter) != 0 ||
-        trk_req_max_results(r, 100, TRK_MAX_SEARCH_MODELS, 0, &max_results) != 0 ||
-        trk_req_str(r, "page_token", 0, &token) != 0 || trk_page_token_parse(r, token, &offset) != 0 ||
-        trk_filter_parse(r, &rm_spec, filter, &f) != 0)
+    if (trk_req_registry_search(r, &rm_spec, 100, TRK_MAX_SEARCH_MODELS, &f, &max_results,
+                                &offset) != 0)
         goto done;
     trk_sql_add(&q, "SELECT m.id FROM registered_models m WHERE 1");
     for (int i = 0; i < f.n; i++) {
@@ -400,29 +396,9 @@ int trk_h_rm_search(trk_req *r, cJSON *resp)
         else
             trk_sql_compare(&q, rm_column(f.c[i].key), &f.c[i]);
     }
-    if (rm_order(r, &q) != 0)
-        goto done;
-    trk_sql_add(&q, " LIMIT ");
-    trk_sql_bind_i64(&q, max_results + 1);
-    trk_sql_add(&q, " OFFSET ");
-    trk_sql_bind_i64(&q, offset);
-    if (!(st = trk_sql_prepare(r, &q, __FILE__, __LINE__)))
-        goto done;
-    int64_t count = 0;
-    while ((rc = TRK_STEP(r, st)) == 1) {
-        if (count++ == max_results) {
-            trk_page_token_put(r, resp, offset + max_results);
-            break;
-        }
-        cJSON *m = trk_arr_add_obj(r, trk_put_arr(r, resp, "registered_models"));
-        if (!m || trk_model_json(r, sqlite3_column_int64(st, 0), m) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    rc = rc < 0 ? -1 : 0;
+    if (rm_order(r, &q) == 0)
+        rc = TRK_SQL_PAGE(r, &q, max_results, offset, resp, "registered_models", rm_row);
 done:
-    sqlite3_finalize(st);
     trk_sql_free(&q);
     trk_filter_free(&f);
     return rc;

@@ -49,12 +49,7 @@ int trk_version_json(trk_req *r, int64_t model_id, int64_t version, cJSON *out)
                   "SELECT key, value FROM model_version_tags WHERE model_id = ? AND version = ?"
                   " ORDER BY key",
                   "II", model_id, version);
-    if (!st)
-        return -1;
-    while ((rc = TRK_STEP(r, st)) == 1)
-        trk_put_kv(r, out, "tags", trk_col_text(st, 0), trk_col_text(st, 1));
-    sqlite3_finalize(st);
-    if (rc < 0)
+    if (TRK_PUT_KV_ROWS(r, out, "tags", st) != 0)
         return -1;
     st = TRK_STMT(r,
                   "SELECT alias FROM registered_model_aliases WHERE model_id = ? AND version = ?"
@@ -238,14 +233,6 @@ static int check_source(trk_req *r, const char *source, const char *run_id)
     return 0;
 }
 
-static int check_tag(trk_req *r, const char *key, const char *value)
-{
-    if (trk_check_key(r, "tag", key) != 0 ||
-        trk_check_len(r, "Model version key", TRK_MAX_KEY_LEN, key) != 0)
-        return -1;
-    return trk_check_len(r, "Model version value", TRK_MAX_REGISTRY_TAG_VAL_LEN, value);
-}
-
 static int create_tags(trk_req *r, int64_t model_id, int64_t version, int write)
 {
     const cJSON *tags;
@@ -253,14 +240,11 @@ static int create_tags(trk_req *r, int64_t model_id, int64_t version, int write)
     if (trk_req_obj_list(r, "tags", &tags, &n) != 0)
         return -1;
     for (int i = 0; i < n; i++) {
-        const cJSON *tag = cJSON_GetArrayItem(tags, i);
         const char *key, *value;
-        if (trk_item_str(r, tag, "tags", i, "key", 1, &key) != 0 ||
-            trk_item_str(r, tag, "tags", i, "value", 0, &value) != 0 ||
-            check_tag(r, key, value ? value : "") != 0)
+        if (trk_req_tag_at(r, tags, i, &trk_version_tags, &key, &value) != 0)
             return -1;
         if (write && TRK_EXEC(r, "INSERT OR REPLACE INTO model_version_tags VALUES (?, ?, ?, ?)",
-                              "IIss", model_id, version, key, value ? value : "") != 0)
+                              "IIss", model_id, version, key, value) != 0)
             return -1;
     }
     return 0;
@@ -431,7 +415,8 @@ int trk_h_mv_set_tag(trk_req *r, cJSON *resp)
     const char *name, *key, *value;
     int64_t model_id, version;
     if (trk_req_str(r, "key", 1, &key) != 0 || trk_req_str(r, "value", 0, &value) != 0 ||
-        check_tag(r, key, value ? value : "") != 0 || req_version(r, &name, &model_id, &version) != 0)
+        trk_check_tag(r, &trk_version_tags, key, value) != 0 ||
+        req_version(r, &name, &model_id, &version) != 0)
         return -1;
     return TRK_EXEC(r, "INSERT OR REPLACE INTO model_version_tags VALUES (?, ?, ?, ?)", "IIss",
                     model_id, version, key, value ? value : "");
@@ -519,18 +504,19 @@ static int mv_order(trk_req *r, trk_sql *q)
     return 0;
 }
 
+static int mv_row(trk_req *r, sqlite3_stmt *row, cJSON *out)
+{
+    return trk_version_json(r, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1), out);
+}
+
 int trk_h_mv_search(trk_req *r, cJSON *resp)
 {
-    const char *filter, *token;
     int64_t max_results, offset;
     int rc = -1;
     trk_filter f = {0};
     trk_sql q = {0};
-    sqlite3_stmt *st = NULL;
-    if (trk_req_str(r, "filter", 0, &filter) != 0 ||
-        trk_req_max_results(r, 10000, TRK_MAX_SEARCH_VERSIONS, 0, &max_results) != 0 ||
-        trk_req_str(r, "page_token", 0, &token) != 0 || trk_page_token_parse(r, token, &offset) != 0 ||
-        trk_filter_parse(r, &mv_spec, filter, &f) != 0)
+    if (trk_req_registry_search(r, &mv_spec, 10000, TRK_MAX_SEARCH_VERSIONS, &f, &max_results,
+                                &offset) != 0)
         goto done;
     trk_sql_add(&q, "SELECT v.model_id, v.version FROM model_versions v"
                     " JOIN registered_models m ON m.id = v.model_id WHERE v.deleted = 0");
@@ -541,30 +527,9 @@ int trk_h_mv_search(trk_req *r, cJSON *resp)
         else
             trk_sql_compare(&q, mv_column(f.c[i].key), &f.c[i]);
     }
-    if (mv_order(r, &q) != 0)
-        goto done;
-    trk_sql_add(&q, " LIMIT ");
-    trk_sql_bind_i64(&q, max_results + 1);
-    trk_sql_add(&q, " OFFSET ");
-    trk_sql_bind_i64(&q, offset);
-    if (!(st = trk_sql_prepare(r, &q, __FILE__, __LINE__)))
-        goto done;
-    int64_t count = 0;
-    while ((rc = TRK_STEP(r, st)) == 1) {
-        if (count++ == max_results) {
-            trk_page_token_put(r, resp, offset + max_results);
-            break;
-        }
-        cJSON *mv = trk_arr_add_obj(r, trk_put_arr(r, resp, "model_versions"));
-        if (!mv ||
-            trk_version_json(r, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), mv) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    rc = rc < 0 ? -1 : 0;
+    if (mv_order(r, &q) == 0)
+        rc = TRK_SQL_PAGE(r, &q, max_results, offset, resp, "model_versions", mv_row);
 done:
-    sqlite3_finalize(st);
     trk_sql_free(&q);
     trk_filter_free(&f);
     return rc;

@@ -41,13 +41,6 @@ static int check_param(trk_req *r, const char *key, const char *value)
     return trk_check_len(r, "Param value", TRK_MAX_PARAM_VAL_LEN, value);
 }
 
-static int check_tag(trk_req *r, const char *key, const char *value)
-{
-    if (trk_check_key(r, "tag", key) != 0 || trk_check_len(r, "Tag key", TRK_MAX_KEY_LEN, key) != 0)
-        return -1;
-    return trk_check_len(r, "Tag value", TRK_MAX_TAG_VAL_LEN, value);
-}
-
 static int write_metric(trk_req *r, const char *run_id, const metric_in *m)
 {
     int is_nan = isnan(m->value) != 0;
@@ -172,11 +165,8 @@ static int batch_check_params_tags(trk_req *r, const batch *b)
         }
     }
     for (int i = 0; i < b->n_tags; i++) {
-        const cJSON *o = cJSON_GetArrayItem(b->tags, i);
         const char *key, *value;
-        if (trk_item_str(r, o, "tags", i, "key", 1, &key) != 0 ||
-            trk_item_str(r, o, "tags", i, "value", 0, &value) != 0 ||
-            check_tag(r, key, value ? value : "") != 0)
+        if (trk_req_tag_at(r, b->tags, i, &trk_run_tags, &key, &value) != 0)
             return -1;
     }
     return 0;

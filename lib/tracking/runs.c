@@ -93,16 +93,9 @@ static int run_data_json(trk_req *r, const char *run_id, cJSON *data)
         {"params", "SELECT key, value FROM params WHERE run_uuid = ? ORDER BY key"},
         {"tags", "SELECT key, value FROM tags WHERE run_uuid = ? ORDER BY key"},
     };
-    for (int i = 0; i < 2; i++) {
-        st = TRK_STMT(r, lists[i][1], "s", run_id);
-        if (!st)
+    for (int i = 0; i < 2; i++)
+        if (TRK_PUT_KV_ROWS(r, data, lists[i][0], TRK_STMT(r, lists[i][1], "s", run_id)) != 0)
             return -1;
-        while ((rc = TRK_STEP(r, st)) == 1)
-            trk_put_kv(r, data, lists[i][0], trk_col_text(st, 0), trk_col_text(st, 1));
-        sqlite3_finalize(st);
-        if (rc < 0)
-            return -1;
-    }
     return 0;
 }
 
@@ -127,13 +120,6 @@ int trk_run_set_tag(trk_req *r, const char *run_id, const char *key, const char 
     return 0;
 }
 
-static int check_run_tag(trk_req *r, const char *key, const char *value)
-{
-    if (trk_check_key(r, "tag", key) != 0 || trk_check_len(r, "Tag key", TRK_MAX_KEY_LEN, key) != 0)
-        return -1;
-    return trk_check_len(r, "Tag value", TRK_MAX_TAG_VAL_LEN, value);
-}
-
 /* The tags of a create-run request, checked, and the mlflow.runName one. */
 static int create_tags_check(trk_req *r, const cJSON **tags, int *n, const char **name_tag)
 {
@@ -141,13 +127,10 @@ static int create_tags_check(trk_req *r, const cJSON **tags, int *n, const char 
     if (trk_req_obj_list(r, "tags", tags, n) != 0)
         return -1;
     for (int i = 0; i < *n; i++) {
-        const cJSON *tag = cJSON_GetArrayItem(*tags, i);
         const char *key, *value;
-        if (trk_item_str(r, tag, "tags", i, "key", 1, &key) != 0 ||
-            trk_item_str(r, tag, "tags", i, "value", 0, &value) != 0 ||
-            check_run_tag(r, key, value ? value : "") != 0)
+        if (trk_req_tag_at(r, *tags, i, &trk_run_tags, &key, &value) != 0)
             return -1;
-        if (strcmp(key, RUN_NAME_TAG) == 0 && value && *value)
+        if (strcmp(key, RUN_NAME_TAG) == 0 && *value)
             *name_tag = value;
     }
     return 0;
@@ -286,7 +269,7 @@ int trk_h_run_update(trk_req *r, cJSON *resp)
         TRK_EXEC(r, "UPDATE runs SET end_time = ? WHERE run_uuid = ?", "Is", end_time, run_id))
         return -1;
     if (run_name && *run_name) {
-        if (check_run_tag(r, RUN_NAME_TAG, run_name) != 0 ||
+        if (trk_check_tag(r, &trk_run_tags, RUN_NAME_TAG, run_name) != 0 ||
             trk_run_set_tag(r, run_id, RUN_NAME_TAG, run_name) != 0)
             return -1;
     }
@@ -324,7 +307,7 @@ int trk_h_run_set_tag(trk_req *r, cJSON *resp)
     if (trk_req_run_id(r, &run_id) != 0 || trk_req_str(r, "key", 1, &key) != 0 ||
         trk_req_str(r, "value", 0, &value) != 0)
         return -1;
-    if (check_run_tag(r, key, value ? value : "") != 0 || trk_run_check(r, run_id, 1) != 0)
+    if (trk_check_tag(r, &trk_run_tags, key, value) != 0 || trk_run_check(r, run_id, 1) != 0)
         return -1;
     return trk_run_set_tag(r, run_id, key, value ? value : "");
 }

@@ -91,6 +91,11 @@ static int runs_order(trk_req *r, trk_sql *q)
     return 0;
 }
 
+static int run_row(trk_req *r, sqlite3_stmt *row, cJSON *out)
+{
+    return trk_run_json(r, (const char *)sqlite3_column_text(row, 0), out);
+}
+
 int trk_h_run_search(trk_req *r, cJSON *resp)
 {
     const cJSON *ids;
@@ -99,7 +104,6 @@ int trk_h_run_search(trk_req *r, cJSON *resp)
     int64_t max_results, offset;
     trk_filter f = {0};
     trk_sql q = {0};
-    sqlite3_stmt *st = NULL;
     if (trk_req_str_list(r, "experiment_ids", &ids, &n_ids) != 0 ||
         trk_req_str(r, "filter", 0, &filter) != 0 ||
         trk_req_max_results(r, 1000, TRK_MAX_SEARCH_RUNS, 0, &max_results) != 0 ||
@@ -109,30 +113,9 @@ int trk_h_run_search(trk_req *r, cJSON *resp)
     if (trk_filter_parse(r, &run_spec, filter, &f) != 0)
         goto done;
     runs_where(&q, ids, n_ids, view, &f);
-    if (runs_order(r, &q) != 0)
-        goto done;
-    trk_sql_add(&q, " LIMIT ");
-    trk_sql_bind_i64(&q, max_results + 1);
-    trk_sql_add(&q, " OFFSET ");
-    trk_sql_bind_i64(&q, offset);
-    st = trk_sql_prepare(r, &q, __FILE__, __LINE__);
-    if (!st)
-        goto done;
-    int64_t count = 0;
-    while ((rc = TRK_STEP(r, st)) == 1) {
-        if (count++ == max_results) {
-            trk_page_token_put(r, resp, offset + max_results);
-            break;
-        }
-        cJSON *run = trk_arr_add_obj(r, trk_put_arr(r, resp, "runs"));
-        if (!run || trk_run_json(r, (const char *)sqlite3_column_text(st, 0), run) != 0) {
-            rc = -1;
-            break;
-        }
-    }
-    rc = rc < 0 ? -1 : 0;
+    if (runs_order(r, &q) == 0)
+        rc = TRK_SQL_PAGE(r, &q, max_results, offset, resp, "runs", run_row);
 done:
-    sqlite3_finalize(st);
     trk_sql_free(&q);
     trk_filter_free(&f);
     return rc;

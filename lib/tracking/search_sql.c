@@ -4,7 +4,8 @@
  * LIKE goes through trk_like() (store.c), case-sensitive as MLflow's
  * LIKE is, and ILIKE through its case-folding form. Missing keys sort last
  * in both directions, NaN metrics just before them, as MLflow's SQL store
- * orders them.
+ * orders them. trk_sql_page_at runs a built search for one page of its
+ * answer.
  */
 #include <stdio.h>
 #include <string.h>
@@ -105,4 +106,32 @@ void trk_sql_order_column(trk_sql *q, const char *column, int ascending)
     trk_sql_add(q, " IS NULL, ");
     trk_sql_add(q, column);
     trk_sql_add(q, ascending ? " ASC" : " DESC");
+}
+
+int trk_sql_page_at(trk_req *r, const char *file, int line, trk_sql *q, int64_t max_results,
+                    int64_t offset, cJSON *resp, const char *list, trk_row_json row_json)
+{
+    /* One row more than the page tells whether another page follows. */
+    trk_sql_add(q, " LIMIT ");
+    trk_sql_bind_i64(q, max_results + 1);
+    trk_sql_add(q, " OFFSET ");
+    trk_sql_bind_i64(q, offset);
+    sqlite3_stmt *st = trk_sql_prepare(r, q, file, line);
+    if (!st)
+        return -1;
+    int64_t count = 0;
+    int rc;
+    while ((rc = trk_step_at(r, file, line, st)) == 1) {
+        if (count++ == max_results) {
+            trk_page_token_put(r, resp, offset + max_results);
+            break;
+        }
+        cJSON *item = trk_arr_add_obj(r, trk_put_arr(r, resp, list));
+        if (!item || row_json(r, st, item) != 0) {
+            rc = -1;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc < 0 ? -1 : 0;
 }

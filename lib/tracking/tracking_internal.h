@@ -141,6 +141,12 @@ cJSON *trk_put_obj(trk_req *r, cJSON *o, const char *k);
 cJSON *trk_put_arr(trk_req *r, cJSON *o, const char *k);
 cJSON *trk_arr_add_obj(trk_req *r, cJSON *arr);
 void trk_put_kv(trk_req *r, cJSON *o, const char *list, const char *key, const char *value);
+/* trk_put_kv for every (key, value) row of `st` (NULL: its preparation
+ * failed), which it finalizes; 0 or -1. */
+int trk_put_kv_rows_at(trk_req *r, const char *file, int line, cJSON *o, const char *list,
+                       sqlite3_stmt *st);
+#define TRK_PUT_KV_ROWS(r, o, list, st)                                                        \
+    trk_put_kv_rows_at((r), __FILE__, __LINE__, (o), (list), (st))
 
 /* Page tokens: base64 of {"offset": N}, as MLflow's SearchUtils. */
 int trk_page_token_parse(trk_req *r, const char *token, int64_t *offset);
@@ -154,6 +160,19 @@ int trk_req_max_results(trk_req *r, int64_t dflt, int64_t max, int store_style, 
 int trk_check_key(trk_req *r, const char *what, const char *key);   /* "metric", "param", "tag" */
 int trk_check_len(trk_req *r, const char *entity, size_t limit, const char *value);
 int trk_check_alias(trk_req *r, const char *alias);
+/* How an entity's tags are checked: the names MLflow's messages give the
+ * key and the value, and the value's length limit. */
+typedef struct trk_tag_rule {
+    const char *key_name, *value_name;  /* "Tag key", "Tag value" */
+    size_t value_limit;
+} trk_tag_rule;
+extern const trk_tag_rule trk_run_tags, trk_experiment_tags, trk_model_tags, trk_version_tags;
+/* A tag's key (a valid name of at most TRK_MAX_KEY_LEN) and value (NULL: ""). */
+int trk_check_tag(trk_req *r, const trk_tag_rule *rule, const char *key, const char *value);
+/* Element i of a request's "tags" list: its key (required) and value (""
+ * when absent), checked with trk_check_tag. */
+int trk_req_tag_at(trk_req *r, const cJSON *tags, int i, const trk_tag_rule *rule,
+                   const char **key, const char **value);
 /* The experiment id as an integer; RESOURCE_DOES_NOT_EXIST when it is not one. */
 int trk_parse_exp_id(trk_req *r, const char *s, int64_t *out);
 int64_t trk_now_ms(void);
@@ -243,6 +262,18 @@ void trk_sql_bind_double(trk_sql *q, double v);
 sqlite3_stmt *trk_sql_prepare(trk_req *r, trk_sql *q, const char *file, int line);
 void trk_sql_free(trk_sql *q);
 
+/* Fills `out`, one element of a search's answer, from the current row. */
+typedef int (*trk_row_json)(trk_req *r, sqlite3_stmt *row, cJSON *out);
+/* Runs the search `q` for the page of max_results rows after `offset` (it
+ * appends LIMIT and OFFSET): each row becomes an object of resp's array
+ * `list`, filled by `row_json`; a row past the page adds the
+ * next_page_token. SQL errors name the caller's file and line. */
+int trk_sql_page_at(trk_req *r, const char *file, int line, trk_sql *q, int64_t max_results,
+                    int64_t offset, cJSON *resp, const char *list, trk_row_json row_json);
+#define TRK_SQL_PAGE(r, q, max_results, offset, resp, list, row_json)                         \
+    trk_sql_page_at((r), __FILE__, __LINE__, (q), (max_results), (offset), (resp), (list),     \
+                    (row_json))
+
 /* A key/value table of an entity (tags, params, latest metrics). */
 typedef struct trk_kv_table {
     const char *table;  /* "tags" */
@@ -324,6 +355,10 @@ int trk_model_touch(trk_req *r, int64_t model_id, int64_t now);
 /* None/Staging/Production/Archived in any case → the canonical static
  * string; INVALID_PARAMETER_VALUE otherwise. */
 int trk_canonical_stage(trk_req *r, const char *stage, const char **out);
+/* The fields of a registry search (models, versions): filter, max_results
+ * (default `dflt`, at most `max`) and page_token, checked in MLflow's order. */
+int trk_req_registry_search(trk_req *r, const trk_search_spec *spec, int64_t dflt, int64_t max,
+                            trk_filter *f, int64_t *max_results, int64_t *offset);
 /* Latest READY version per stage in `stages` (NULL: every stage). */
 int trk_latest_versions(trk_req *r, int64_t model_id, const char *const *stages, int n,
                         cJSON *arr_parent, const char *arr_name);

@@ -61,6 +61,42 @@ cJSON *kiln_ui_call(kiln_ui_ctx *c, const char *method, const char *path, cJSON 
     return NULL;
 }
 
+cJSON *kiln_ui_call_pages(kiln_ui_ctx *c, const char *method, const char *path, cJSON *request,
+                          const char *list, int max_pages, int max_items)
+{
+    cJSON *all = cJSON_CreateArray();
+    char *token = NULL;
+    if (!all)
+        c->buf.oom = 1;
+    for (int page = 0; all && page < max_pages; page++) {
+        cJSON *req = cJSON_Duplicate(request, 1);
+        if (!req)
+            c->buf.oom = 1;
+        if (token)
+            kiln_ui_add_str(c, req, "page_token", token);
+        free(token);
+        token = NULL;
+        cJSON *resp = kiln_ui_call(c, method, path, req);
+        if (!resp) {
+            cJSON_Delete(all);
+            all = NULL;
+            break;
+        }
+        cJSON *items = cJSON_GetObjectItemCaseSensitive(resp, list);
+        while (items && items->child)
+            cJSON_AddItemToArray(all, cJSON_DetachItemViaPointer(items, items->child));
+        const char *next = kiln_ui_str(resp, "next_page_token");
+        if (next && *next && cJSON_GetArraySize(all) < max_items && !(token = strdup(next)))
+            c->buf.oom = 1;
+        cJSON_Delete(resp);
+        if (!token)
+            break;
+    }
+    free(token);
+    cJSON_Delete(request);
+    return all;
+}
+
 void kiln_ui_add_str(kiln_ui_ctx *c, cJSON *obj, const char *key, const char *value)
 {
     if (!obj || !cJSON_AddStringToObject(obj, key, value))

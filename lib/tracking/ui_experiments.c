@@ -1,6 +1,7 @@
 /* lib/tracking/ui_experiments.c — the experiments list (`/`) and an
  * experiment's runs table (`/experiments/<id>`): one row per run, every
  * param and the last value of every metric as columns. */
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +19,9 @@ static void experiment_row(kiln_ui_buf *b, const cJSON *e)
     int64_t created = 0, updated = 0;
     kiln_ui_i64(e, "creation_time", &created);
     kiln_ui_i64(e, "last_update_time", &updated);
-    kiln_ui_put(b, "<tr><td><a href=\"/experiments/");
-    kiln_ui_url(b, id, 0);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, name && *name ? name : "(unnamed)");
-    kiln_ui_put(b, "</a></td><td class=\"mono\">");
+    kiln_ui_put(b, "<tr><td>");
+    kiln_ui_put_link(b, "/experiments/", id, name && *name ? name : "(unnamed)");
+    kiln_ui_put(b, "</td><td class=\"mono\">");
     kiln_ui_esc(b, id);
     kiln_ui_put(b, "</td><td class=\"mono\">");
     kiln_ui_esc(b, kiln_ui_str(e, "artifact_location"));
@@ -36,40 +35,25 @@ static void experiment_row(kiln_ui_buf *b, const cJSON *e)
 void kiln_ui_page_experiments(kiln_ui_ctx *c)
 {
     kiln_ui_buf *b = &c->buf;
+    cJSON *req = cJSON_CreateObject();
+    kiln_ui_add_num(c, req, "max_results", EXPERIMENTS_PAGE);
+    kiln_ui_add_str(c, req, "view_type", "ACTIVE_ONLY");
+    cJSON *exps = kiln_ui_call_pages(c, "POST", "/api/2.0/mlflow/experiments/search", req,
+                                     "experiments", EXPERIMENT_PAGES_MAX, INT_MAX);
+    if (!exps)
+        return;
     kiln_ui_page_begin(b, "Experiments");
     kiln_ui_put(b, "<h1>Experiments</h1>\n<div class=\"scroll\"><table class=\"experiments\">"
                    "<thead><tr><th>Name</th><th>ID</th><th>Artifact location</th>"
                    "<th>Created (UTC)</th><th>Last update (UTC)</th></tr></thead><tbody>\n");
-    char *token = NULL;
-    int rows = 0;
-    for (int page = 0; page < EXPERIMENT_PAGES_MAX; page++) {
-        cJSON *req = cJSON_CreateObject();
-        kiln_ui_add_num(c, req, "max_results", EXPERIMENTS_PAGE);
-        kiln_ui_add_str(c, req, "view_type", "ACTIVE_ONLY");
-        if (token)
-            kiln_ui_add_str(c, req, "page_token", token);
-        free(token);
-        token = NULL;
-        cJSON *resp = kiln_ui_call(c, "POST", "/api/2.0/mlflow/experiments/search", req);
-        if (!resp)
-            return;
-        const cJSON *e;
-        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(resp, "experiments")) {
-            experiment_row(b, e);
-            rows++;
-        }
-        const char *next = kiln_ui_str(resp, "next_page_token");
-        if (next && *next && !(token = strdup(next)))
-            b->oom = 1;
-        cJSON_Delete(resp);
-        if (!token)
-            break;
-    }
-    free(token);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, exps)
+        experiment_row(b, e);
     kiln_ui_put(b, "</tbody></table></div>\n");
-    if (rows == 0)
+    if (cJSON_GetArraySize(exps) == 0)
         kiln_ui_put(b, "<p class=\"muted\">No experiments yet.</p>");
     kiln_ui_page_end(b);
+    cJSON_Delete(exps);
 }
 
 /* ---- the runs table ---- */
@@ -141,15 +125,6 @@ static const char *run_display_name(const cJSON *run)
     return name ? name : kiln_ui_str(info, "run_uuid");
 }
 
-static void put_status(kiln_ui_buf *b, const char *status)
-{
-    kiln_ui_put(b, "<span class=\"badge st-");
-    kiln_ui_esc(b, status);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, status ? status : "-");
-    kiln_ui_put(b, "</span>");
-}
-
 static void run_row(kiln_ui_buf *b, const cJSON *run, const char **params, size_t np,
                     const char **metrics, size_t nm)
 {
@@ -161,12 +136,10 @@ static void run_row(kiln_ui_buf *b, const cJSON *run, const char **params, size_
     int64_t start = 0, end = 0;
     kiln_ui_i64(info, "start_time", &start);
     kiln_ui_i64(info, "end_time", &end);
-    kiln_ui_put(b, "<tr><td><a href=\"/runs/");
-    kiln_ui_url(b, id, 0);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, run_display_name(run));
-    kiln_ui_put(b, "</a></td><td>");
-    put_status(b, status);
+    kiln_ui_put(b, "<tr><td>");
+    kiln_ui_put_link(b, "/runs/", id, run_display_name(run));
+    kiln_ui_put(b, "</td><td>");
+    kiln_ui_put_badge(b, "st-", status, status ? status : "-");
     kiln_ui_put(b, "</td><td>");
     kiln_ui_put_time(b, start);
     kiln_ui_put(b, "</td><td>");
@@ -236,14 +209,7 @@ static void experiment_header(kiln_ui_buf *b, const cJSON *e)
     kiln_ui_put(b, "</td></tr><tr><th>Last update (UTC)</th><td>");
     kiln_ui_put_time(b, updated);
     kiln_ui_put(b, "</td></tr>");
-    const cJSON *tag;
-    cJSON_ArrayForEach(tag, cJSON_GetObjectItemCaseSensitive(e, "tags")) {
-        kiln_ui_put(b, "<tr><th>tag ");
-        kiln_ui_esc(b, kiln_ui_str(tag, "key"));
-        kiln_ui_put(b, "</th><td>");
-        kiln_ui_esc(b, kiln_ui_str(tag, "value"));
-        kiln_ui_put(b, "</td></tr>");
-    }
+    kiln_ui_put_tag_rows(b, cJSON_GetObjectItemCaseSensitive(e, "tags"));
     kiln_ui_put(b, "</table>\n");
 }
 

@@ -1,5 +1,6 @@
-/* lib/tracking/ui_html.c — the UI's HTML buffer, escaping, value
- * formatting and the page frame (head, inline style, nav bar). */
+/* lib/tracking/ui_html.c — the UI's HTML buffer, escaping, links and
+ * badges, value formatting and the page frame (head, inline style, nav
+ * bar). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -111,6 +112,38 @@ void kiln_ui_url(kiln_ui_buf *b, const char *s, int keep_slash)
             char enc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
             kiln_ui_putn(b, enc, 3);
         }
+    }
+}
+
+void kiln_ui_put_link(kiln_ui_buf *b, const char *prefix, const char *id, const char *text)
+{
+    kiln_ui_put(b, "<a href=\"");
+    kiln_ui_put(b, prefix);
+    kiln_ui_url(b, id, 0);
+    kiln_ui_put(b, "\">");
+    kiln_ui_esc(b, text);
+    kiln_ui_put(b, "</a>");
+}
+
+void kiln_ui_put_badge(kiln_ui_buf *b, const char *kind, const char *value, const char *text)
+{
+    kiln_ui_put(b, "<span class=\"badge ");
+    kiln_ui_put(b, kind);
+    kiln_ui_esc(b, value);
+    kiln_ui_put(b, "\">");
+    kiln_ui_esc(b, text);
+    kiln_ui_put(b, "</span>");
+}
+
+void kiln_ui_put_tag_rows(kiln_ui_buf *b, const cJSON *tags)
+{
+    const cJSON *tag;
+    cJSON_ArrayForEach(tag, tags) {
+        kiln_ui_put(b, "<tr><th>tag ");
+        kiln_ui_esc(b, kiln_ui_str(tag, "key"));
+        kiln_ui_put(b, "</th><td>");
+        kiln_ui_esc(b, kiln_ui_str(tag, "value"));
+        kiln_ui_put(b, "</td></tr>");
     }
 }
 

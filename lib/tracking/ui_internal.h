@@ -39,6 +39,14 @@ void kiln_ui_esc(kiln_ui_buf *b, const char *s);
 void kiln_ui_url(kiln_ui_buf *b, const char *s, int keep_slash);
 void kiln_ui_buf_free(kiln_ui_buf *b);
 
+/* <a href="`prefix``id`">`text`</a>, `id` percent-encoded, `text` escaped. */
+void kiln_ui_put_link(kiln_ui_buf *b, const char *prefix, const char *id, const char *text);
+/* <span class="badge `kind``value`">`text`</span>, both escaped: the
+ * value's class picks the colour ("st-" statuses, "stage-" stages). */
+void kiln_ui_put_badge(kiln_ui_buf *b, const char *kind, const char *value, const char *text);
+/* A "tag <key>" row of a <table class="kv"> per element of a {key, value} array. */
+void kiln_ui_put_tag_rows(kiln_ui_buf *b, const cJSON *tags);
+
 /* Percent-decode `s` ('+' as space, for query strings) into a malloc'ed
  * string; NULL when out of memory. Malformed escapes are kept as is. */
 char *kiln_ui_unescape(const char *s, size_t len);
@@ -119,6 +127,14 @@ typedef struct kiln_ui_ctx {
  * the error page with the API's status and message into ctx and returns
  * NULL with ctx->failed set (also when out of memory, with buf.oom set). */
 cJSON *kiln_ui_call(kiln_ui_ctx *c, const char *method, const char *path, cJSON *request);
+/* Every element of the array `list` over the pages of a search, gathered
+ * in one array (caller frees): `request` (taken over) asks for the first
+ * page, a copy of it with "page_token" for each next one, until a page
+ * has no next_page_token, after max_pages pages, or once max_items
+ * elements are in. NULL when a call failed (as kiln_ui_call) or, with
+ * buf.oom set, when out of memory. */
+cJSON *kiln_ui_call_pages(kiln_ui_ctx *c, const char *method, const char *path, cJSON *request,
+                          const char *list, int max_pages, int max_items);
 /* A GET request object from key/value string pairs, NULL-terminated;
  * NULL values are left out. Sets buf.oom on allocation failure. */
 cJSON *kiln_ui_get_req(kiln_ui_ctx *c, ...) __attribute__((sentinel));

@@ -1,6 +1,7 @@
 /* lib/tracking/ui_models.c — the model registry pages: registered models
  * (`/models`) and one model's versions with stages and aliases
  * (`/models/<name>`). */
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,22 +13,9 @@
 #define MODEL_PAGES_MAX 50
 #define VERSIONS_PAGE "1000"
 
-static void put_model_link(kiln_ui_buf *b, const char *name)
-{
-    kiln_ui_put(b, "<a href=\"/models/");
-    kiln_ui_url(b, name, 0);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, name);
-    kiln_ui_put(b, "</a>");
-}
-
 static void put_stage(kiln_ui_buf *b, const char *stage)
 {
-    kiln_ui_put(b, "<span class=\"badge stage-");
-    kiln_ui_esc(b, stage);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, stage && *stage ? stage : "None");
-    kiln_ui_put(b, "</span>");
+    kiln_ui_put_badge(b, "stage-", stage, stage && *stage ? stage : "None");
 }
 
 static void put_alias(kiln_ui_buf *b, const char *alias, const char *version)
@@ -47,7 +35,7 @@ static void model_row(kiln_ui_buf *b, const cJSON *m)
     int64_t updated = 0;
     kiln_ui_i64(m, "last_updated_timestamp", &updated);
     kiln_ui_put(b, "<tr><td>");
-    put_model_link(b, name);
+    kiln_ui_put_link(b, "/models/", name, name);
     kiln_ui_put(b, "</td><td>");
     const cJSON *v;
     cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(m, "latest_versions")) {
@@ -71,37 +59,23 @@ static void model_row(kiln_ui_buf *b, const cJSON *m)
 void kiln_ui_page_models(kiln_ui_ctx *c)
 {
     kiln_ui_buf *b = &c->buf;
+    cJSON *models = kiln_ui_call_pages(c, "GET", "/api/2.0/mlflow/registered-models/search",
+                                       kiln_ui_get_req(c, "max_results", MODELS_PAGE, NULL),
+                                       "registered_models", MODEL_PAGES_MAX, INT_MAX);
+    if (!models)
+        return;
     kiln_ui_page_begin(b, "Registered models");
     kiln_ui_put(b, "<h1>Registered models</h1>\n<div class=\"scroll\"><table class=\"models\">"
                    "<thead><tr><th>Name</th><th>Latest versions</th><th>Aliases</th>"
                    "<th>Last update (UTC)</th><th>Description</th></tr></thead><tbody>\n");
-    char *token = NULL;
-    int rows = 0;
-    for (int page = 0; page < MODEL_PAGES_MAX; page++) {
-        cJSON *resp = kiln_ui_call(c, "GET", "/api/2.0/mlflow/registered-models/search",
-                                   kiln_ui_get_req(c, "max_results", MODELS_PAGE,
-                                                   "page_token", token, NULL));
-        free(token);
-        token = NULL;
-        if (!resp)
-            return;
-        const cJSON *m;
-        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(resp, "registered_models")) {
-            model_row(b, m);
-            rows++;
-        }
-        const char *next = kiln_ui_str(resp, "next_page_token");
-        if (next && *next && !(token = strdup(next)))
-            b->oom = 1;
-        cJSON_Delete(resp);
-        if (!token)
-            break;
-    }
-    free(token);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, models)
+        model_row(b, m);
     kiln_ui_put(b, "</tbody></table></div>\n");
-    if (rows == 0)
+    if (cJSON_GetArraySize(models) == 0)
         kiln_ui_put(b, "<p class=\"muted\">No registered models yet.</p>");
     kiln_ui_page_end(b);
+    cJSON_Delete(models);
 }
 
 /* ---- one model ---- */
@@ -157,20 +131,13 @@ static void version_row(kiln_ui_buf *b, const cJSON *model, const cJSON *v)
     put_stage(b, kiln_ui_str(v, "current_stage"));
     kiln_ui_put(b, "</td><td>");
     version_aliases(b, model, v);
-    kiln_ui_put(b, "</td><td><span class=\"badge st-");
-    kiln_ui_esc(b, status);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, status);
-    kiln_ui_put(b, "</span></td><td class=\"mono\">");
+    kiln_ui_put(b, "</td><td>");
+    kiln_ui_put_badge(b, "st-", status, status);
+    kiln_ui_put(b, "</td><td class=\"mono\">");
     kiln_ui_esc(b, kiln_ui_str(v, "source"));
     kiln_ui_put(b, "</td><td class=\"mono\">");
-    if (run_id && *run_id) {
-        kiln_ui_put(b, "<a href=\"/runs/");
-        kiln_ui_url(b, run_id, 0);
-        kiln_ui_put(b, "\">");
-        kiln_ui_esc(b, run_id);
-        kiln_ui_put(b, "</a>");
-    }
+    if (run_id && *run_id)
+        kiln_ui_put_link(b, "/runs/", run_id, run_id);
     kiln_ui_put(b, "</td><td>");
     kiln_ui_put_time(b, created);
     kiln_ui_put(b, "</td><td>");
@@ -194,36 +161,14 @@ static char *name_filter(const char *name)
 static cJSON *fetch_versions(kiln_ui_ctx *c, const char *name)
 {
     char *filter = name_filter(name);
-    cJSON *all = cJSON_CreateArray();
-    char *token = NULL;
-    if (!filter || !all) {
+    if (!filter) {
         c->buf.oom = 1;
-        free(filter);
-        cJSON_Delete(all);
         return NULL;
     }
-    for (int page = 0; page < MODEL_PAGES_MAX; page++) {
-        cJSON *resp = kiln_ui_call(c, "GET", "/api/2.0/mlflow/model-versions/search",
-                                   kiln_ui_get_req(c, "filter", filter, "max_results",
-                                                   VERSIONS_PAGE, "page_token", token, NULL));
-        free(token);
-        token = NULL;
-        if (!resp) {
-            cJSON_Delete(all);
-            all = NULL;
-            break;
-        }
-        cJSON *arr = cJSON_GetObjectItemCaseSensitive(resp, "model_versions");
-        while (arr && arr->child)
-            cJSON_AddItemToArray(all, cJSON_DetachItemViaPointer(arr, arr->child));
-        const char *next = kiln_ui_str(resp, "next_page_token");
-        if (next && *next && !(token = strdup(next)))
-            c->buf.oom = 1;
-        cJSON_Delete(resp);
-        if (!token)
-            break;
-    }
-    free(token);
+    cJSON *all = kiln_ui_call_pages(c, "GET", "/api/2.0/mlflow/model-versions/search",
+                                    kiln_ui_get_req(c, "filter", filter, "max_results",
+                                                    VERSIONS_PAGE, NULL),
+                                    "model_versions", MODEL_PAGES_MAX, INT_MAX);
     free(filter);
     return all;
 }
@@ -246,14 +191,7 @@ static void model_header(kiln_ui_buf *b, const cJSON *m)
     kiln_ui_put(b, "</td></tr><tr><th>Description</th><td>");
     kiln_ui_esc(b, kiln_ui_str(m, "description"));
     kiln_ui_put(b, "</td></tr>");
-    const cJSON *tag;
-    cJSON_ArrayForEach(tag, cJSON_GetObjectItemCaseSensitive(m, "tags")) {
-        kiln_ui_put(b, "<tr><th>tag ");
-        kiln_ui_esc(b, kiln_ui_str(tag, "key"));
-        kiln_ui_put(b, "</th><td>");
-        kiln_ui_esc(b, kiln_ui_str(tag, "value"));
-        kiln_ui_put(b, "</td></tr>");
-    }
+    kiln_ui_put_tag_rows(b, cJSON_GetObjectItemCaseSensitive(m, "tags"));
     kiln_ui_put(b, "</table>\n");
 }
 

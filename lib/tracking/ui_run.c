@@ -3,6 +3,7 @@
  * its artifact tree (from artifacts/list) with download links through the
  * artifact proxy when the run's artifacts live there. */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -98,17 +99,11 @@ static void run_info(kiln_ui_ctx *c, const cJSON *info, const char *exp_name)
     kiln_ui_esc(b, kiln_ui_str(info, "run_id"));
     kiln_ui_put(b, "</span></td></tr>");
     info_row_start(b, "Experiment");
-    kiln_ui_put(b, "<a href=\"/experiments/");
-    kiln_ui_url(b, exp_id, 0);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, exp_name ? exp_name : exp_id);
-    kiln_ui_put(b, "</a></td></tr>");
+    kiln_ui_put_link(b, "/experiments/", exp_id, exp_name ? exp_name : exp_id);
+    kiln_ui_put(b, "</td></tr>");
     info_row_start(b, "Status");
-    kiln_ui_put(b, "<span class=\"badge st-");
-    kiln_ui_esc(b, status);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, status);
-    kiln_ui_put(b, "</span></td></tr>");
+    kiln_ui_put_badge(b, "st-", status, status);
+    kiln_ui_put(b, "</td></tr>");
     info_row_start(b, "User");
     const char *user = kiln_ui_str(info, "user_id");
     kiln_ui_esc(b, user && *user ? user : "-");
@@ -137,34 +132,10 @@ static void run_info(kiln_ui_ctx *c, const cJSON *info, const char *exp_name)
 /* Every page of a metric's history in one array (caller frees). */
 static cJSON *fetch_history(kiln_ui_ctx *c, const char *run_id, const char *key)
 {
-    cJSON *all = cJSON_CreateArray();
-    char *token = NULL;
-    if (!all) {
-        c->buf.oom = 1;
-        return NULL;
-    }
-    for (;;) {
-        cJSON *resp = kiln_ui_call(c, "GET", "/api/2.0/mlflow/metrics/get-history",
-                                   kiln_ui_get_req(c, "run_id", run_id, "metric_key", key,
-                                                   "max_results", HISTORY_PAGE,
-                                                   "page_token", token, NULL));
-        free(token);
-        token = NULL;
-        if (!resp) {
-            cJSON_Delete(all);
-            return NULL;
-        }
-        cJSON *page = cJSON_GetObjectItemCaseSensitive(resp, "metrics");
-        while (page && page->child)
-            cJSON_AddItemToArray(all, cJSON_DetachItemViaPointer(page, page->child));
-        const char *next = kiln_ui_str(resp, "next_page_token");
-        if (next && *next && cJSON_GetArraySize(all) < HISTORY_MAX_POINTS &&
-            !(token = strdup(next)))
-            c->buf.oom = 1;
-        cJSON_Delete(resp);
-        if (!token)
-            return all;
-    }
+    return kiln_ui_call_pages(c, "GET", "/api/2.0/mlflow/metrics/get-history",
+                              kiln_ui_get_req(c, "run_id", run_id, "metric_key", key,
+                                              "max_results", HISTORY_PAGE, NULL),
+                              "metrics", INT_MAX, HISTORY_MAX_POINTS);
 }
 
 static void chart_caption(kiln_ui_buf *b, const kiln_ui_point *pts, size_t n)
@@ -366,12 +337,9 @@ void kiln_ui_page_run(kiln_ui_ctx *c, const char *run_id)
         name = run_id;
 
     kiln_ui_page_begin(b, name);
-    kiln_ui_put(b, "<div class=\"crumbs\"><a href=\"/\">Experiments</a> / <a href=\""
-                   "/experiments/");
-    kiln_ui_url(b, exp_id, 0);
-    kiln_ui_put(b, "\">");
-    kiln_ui_esc(b, exp_name ? exp_name : exp_id);
-    kiln_ui_put(b, "</a> /</div><h1>");
+    kiln_ui_put(b, "<div class=\"crumbs\"><a href=\"/\">Experiments</a> / ");
+    kiln_ui_put_link(b, "/experiments/", exp_id, exp_name ? exp_name : exp_id);
+    kiln_ui_put(b, " /</div><h1>");
     kiln_ui_esc(b, name);
     kiln_ui_put(b, "</h1>\n<div class=\"grid top\"><section><h2>Run</h2>");
     run_info(c, info, exp_name);

@@ -98,6 +98,33 @@ int trk_check_key(trk_req *r, const char *what, const char *key)
     return 0;
 }
 
+const trk_tag_rule trk_run_tags = {"Tag key", "Tag value", TRK_MAX_TAG_VAL_LEN};
+const trk_tag_rule trk_experiment_tags = {"Tag key", "Tag value", TRK_MAX_EXP_TAG_VAL_LEN};
+const trk_tag_rule trk_model_tags = {"Registered model key", "Registered model value",
+                                     TRK_MAX_REGISTRY_TAG_VAL_LEN};
+const trk_tag_rule trk_version_tags = {"Model version key", "Model version value",
+                                       TRK_MAX_REGISTRY_TAG_VAL_LEN};
+
+int trk_check_tag(trk_req *r, const trk_tag_rule *rule, const char *key, const char *value)
+{
+    if (trk_check_key(r, "tag", key) != 0 ||
+        trk_check_len(r, rule->key_name, TRK_MAX_KEY_LEN, key) != 0)
+        return -1;
+    return trk_check_len(r, rule->value_name, rule->value_limit, value ? value : "");
+}
+
+int trk_req_tag_at(trk_req *r, const cJSON *tags, int i, const trk_tag_rule *rule,
+                   const char **key, const char **value)
+{
+    const cJSON *tag = cJSON_GetArrayItem(tags, i);
+    if (trk_item_str(r, tag, "tags", i, "key", 1, key) != 0 ||
+        trk_item_str(r, tag, "tags", i, "value", 0, value) != 0)
+        return -1;
+    if (!*value)
+        *value = "";
+    return trk_check_tag(r, rule, *key, *value);
+}
+
 int trk_check_alias(trk_req *r, const char *alias)
 {
     if (!alias || !*alias)

@@ -201,3 +201,17 @@ void kt_trackserver_stop(kt_trackserver *s, int keep_dir)
         s->dir = NULL;
     }
 }
+
+int kt_trackserver_setup(void **state)
+{
+    *state = calloc(1, sizeof(kt_trackserver));
+    return *state ? 0 : -1;
+}
+
+int kt_trackserver_teardown(void **state)
+{
+    kt_trackserver *s = *state;
+    kt_trackserver_stop(s, 0);
+    free(s);
+    return 0;
+}

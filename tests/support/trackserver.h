@@ -24,4 +24,9 @@ int kt_trackserver_start_in(kt_trackserver *s, const char *dir);
 /* Stops the process; keeps `dir` when keep_dir is non-zero. */
 void kt_trackserver_stop(kt_trackserver *s, int keep_dir);
 
+/* cmocka fixtures: *state becomes a kt_trackserver not started yet; the
+ * teardown stops it (when it runs), removes its directory and frees it. */
+int kt_trackserver_setup(void **state);
+int kt_trackserver_teardown(void **state);
+
 #endif

@@ -1,0 +1,182 @@
+/* lib/nn/backend.h — the backend interface: the kernels every layer needs.
+ *
+ * The model graph (nn/efficientnet), the optimizer (nn/optim) and the
+ * training loop call only these entry points, so they never know whether
+ * the CPU (nn/cpu, the oracle) or CUDA (nn/cuda) runs them.
+ *
+ * Conventions, for every op:
+ *  - Tensors are float32, NCHW, contiguous, in the backend's own memory
+ *    (from `alloc`). Shapes are passed explicitly; `hw` means h*w.
+ *  - Outputs are overwritten, never accumulated into, unless the op's
+ *    comment says so. Callers sum gradients of a tensor used twice with
+ *    `add`. Outputs never alias inputs unless the comment allows it.
+ *  - Ops return KILN_OK or a kiln_code and fill `err` (file, line and the
+ *    library's message for library failures). No op prints or exits.
+ *  - Randomness comes from kiln_nn_mask: a counter-based stream of
+ *    (seed, offset, index), so every backend draws the same masks.
+ *  - The backend owns its memory and threads; kiln_nn_backend_destroy
+ *    frees them. Buffers from `alloc` are released with `release`.
+ */
+#ifndef KILN_NN_BACKEND_H
+#define KILN_NN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct kiln_nn_backend kiln_nn_backend;
+
+/* A 2-D convolution without bias, symmetric zero padding, as Conv2d. */
+typedef struct kiln_conv_desc {
+    int in_c, out_c;    /* weight is [out_c, in_c / groups, k, k] */
+    int k;              /* square kernel */
+    int stride;
+    int pad;
+    int groups;         /* 1: dense; in_c == out_c == groups: depthwise */
+} kiln_conv_desc;
+
+/* Output height (or width) of a conv over `in` pixels. */
+static inline int kiln_conv_out(const kiln_conv_desc *d, int in)
+{
+    return (in + 2 * d->pad - d->k) / d->stride + 1;
+}
+
+typedef struct kiln_nn_ops {
+    const char *name; /* "cpu", "cuda" */
+    /* Frees the backend's threads, handles and `be` itself. */
+    void (*destroy)(kiln_nn_backend *be);
+
+    /* --- memory ------------------------------------------------------ */
+    void *(*alloc)(kiln_nn_backend *be, size_t bytes, kiln_err *err);
+    void (*release)(kiln_nn_backend *be, void *p);
+    int (*upload)(kiln_nn_backend *be, void *dst, const void *host, size_t bytes, kiln_err *err);
+    int (*download)(kiln_nn_backend *be, void *host, const void *src, size_t bytes, kiln_err *err);
+    int (*fill)(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err);
+    int (*copy)(kiln_nn_backend *be, float *dst, const float *src, size_t count, kiln_err *err);
+    /* Blocks until queued work is done (no-op on CPU). */
+    int (*sync)(kiln_nn_backend *be, kiln_err *err);
+
+    /* --- convolution: x [n, in_c, h, w] -> y [n, out_c, oh, ow] -------- */
+    int (*conv_forward)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                        const float *x, const float *weight, float *y, kiln_err *err);
+    /* dx [n, in_c, h, w] from dy [n, out_c, oh, ow]. */
+    int (*conv_backward_data)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                              const float *dy, const float *weight, float *dx, kiln_err *err);
+    /* dweight [out_c, in_c/groups, k, k] from x and dy. */
+    int (*conv_backward_filter)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                                const float *x, const float *dy, float *dweight, kiln_err *err);
+
+    /* --- batch norm over [n, c, hw] (per channel c) -------------------
+     * Training: normalise with the batch's mean and biased variance, then
+     * update running_mean/var in place with `momentum` as PyTorch does
+     * (running = (1-m)*running + m*batch, the variance unbiased: n*hw/(n*hw-1)).
+     * save_mean / save_invstd [c] (1/sqrt(var+eps)) are kept for backward. */
+    int (*bn_forward_train)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                            const float *gamma, const float *beta, float *running_mean,
+                            float *running_var, float momentum, float eps, float *y,
+                            float *save_mean, float *save_invstd, kiln_err *err);
+    int (*bn_forward_eval)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                           const float *gamma, const float *beta, const float *running_mean,
+                           const float *running_var, float eps, float *y, kiln_err *err);
+    int (*bn_backward)(kiln_nn_backend *be, int n, int c, int hw, const float *x, const float *dy,
+                       const float *gamma, const float *save_mean, const float *save_invstd,
+                       float *dx, float *dgamma, float *dbeta, kiln_err *err);
+
+    /* --- elementwise (y may alias x in the forward ops) ---------------- */
+    int (*silu_forward)(kiln_nn_backend *be, size_t count, const float *x, float *y, kiln_err *err);
+    /* dx = dy * silu'(x) (needs the input x). */
+    int (*silu_backward)(kiln_nn_backend *be, size_t count, const float *x, const float *dy,
+                         float *dx, kiln_err *err);
+    int (*sigmoid_forward)(kiln_nn_backend *be, size_t count, const float *x, float *y,
+                           kiln_err *err);
+    /* dx = dy * y * (1 - y) (needs the output y). */
+    int (*sigmoid_backward)(kiln_nn_backend *be, size_t count, const float *y, const float *dy,
+                            float *dx, kiln_err *err);
+    /* y = a + b; y may alias a or b. */
+    int (*add)(kiln_nn_backend *be, size_t count, const float *a, const float *b, float *y,
+               kiln_err *err);
+    /* y = x * mask elementwise (dropout forward and backward). */
+    int (*mul)(kiln_nn_backend *be, size_t count, const float *x, const float *mask, float *y,
+               kiln_err *err);
+    /* x *= alpha in place. */
+    int (*scale)(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_err *err);
+    /* Writes sum(x[i]^2) in double to *host_out (gradient clipping). */
+    int (*sum_squares)(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
+                       kiln_err *err);
+
+    /* --- masks: mask[i] = (u(seed, offset + i) >= p) ? 1/(1-p) : 0 with u
+     * uniform in [0,1) from kiln_nn_mask_uniform; p in [0, 1). Dropout draws
+     * one per element, stochastic depth one per sample. */
+    int (*mask)(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
+                float *mask, kiln_err *err);
+    /* y[s, ...] = x[s, ...] * scale[s] for n samples of `per_sample` floats
+     * (stochastic depth; its backward is the same op on dy). */
+    int (*scale_samples)(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
+                         const float *scale, float *y, kiln_err *err);
+
+    /* --- pooling and squeeze-and-excitation --------------------------- */
+    /* y [n, c] = mean over hw of x [n, c, hw]. */
+    int (*avgpool_forward)(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
+                           kiln_err *err);
+    int (*avgpool_backward)(kiln_nn_backend *be, int n, int c, int hw, const float *dy, float *dx,
+                            kiln_err *err);
+    /* y [n, c, hw] = x * s [n, c] broadcast over hw. */
+    int (*scale_channels_forward)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                  const float *s, float *y, kiln_err *err);
+    /* dx = dy * s; ds [n, c] = sum over hw of dy * x. */
+    int (*scale_channels_backward)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                   const float *s, const float *dy, float *dx, float *ds,
+                                   kiln_err *err);
+
+    /* --- linear: y [n, out] = x [n, in] · weight [out, in]^T + bias [out]
+     * (bias may be NULL). Also the SE block's 1×1 convs on pooled input. */
+    int (*linear_forward)(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                          const float *weight, const float *bias, float *y, kiln_err *err);
+    /* dx may be NULL (first layer); dbias NULL when bias is NULL. */
+    int (*linear_backward)(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                           const float *weight, const float *dy, float *dx, float *dweight,
+                           float *dbias, kiln_err *err);
+
+    /* --- loss: softmax cross-entropy with label smoothing `ls`, mean over
+     * the batch, as torch.nn.CrossEntropyLoss(label_smoothing=ls).
+     * labels [n] int32 in backend memory. Writes the loss to *host_loss,
+     * the softmax probabilities to probs [n, classes], and
+     * dlogits = d(loss)/d(logits) (already divided by n). */
+    int (*xent_forward_backward)(kiln_nn_backend *be, int n, int classes, const float *logits,
+                                 const int32_t *labels, float ls, float *probs, float *dlogits,
+                                 double *host_loss, kiln_err *err);
+
+    /* --- optimizer updates over one flat parameter buffer --------------
+     * Exactly torch.optim.SGD (dampening 0) / torch.optim.AdamW for one
+     * step; momentum_buf / m / v start at zero; `step` counts from 1. */
+    int (*sgd_step)(kiln_nn_backend *be, size_t count, float *param, const float *grad,
+                    float *momentum_buf, float lr, float momentum, int nesterov,
+                    float weight_decay, kiln_err *err);
+    int (*adamw_step)(kiln_nn_backend *be, size_t count, float *param, const float *grad,
+                      float *m, float *v, float lr, float beta1, float beta2, float eps,
+                      float weight_decay, int64_t step, kiln_err *err);
+} kiln_nn_ops;
+
+struct kiln_nn_backend {
+    const kiln_nn_ops *ops;
+    void *impl; /* the backend's own state */
+};
+
+/* The CPU backend (OpenBLAS + a thread pool of `threads` >= 1). */
+kiln_nn_backend *kiln_nn_cpu_create(int threads, kiln_err *err);
+/* Frees any backend. NULL is fine. */
+void kiln_nn_backend_destroy(kiln_nn_backend *be);
+
+/* The uniform draw behind `mask`: a pure function of (seed, index), so the
+ * CPU and CUDA backends draw identical masks. In [0, 1). */
+static inline float kiln_nn_mask_uniform(uint64_t seed, uint64_t index)
+{
+    uint64_t z = seed ^ (index * 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)(z >> 40) * (1.0f / 16777216.0f);
+}
+
+#endif

@@ -1,0 +1,104 @@
+/* lib/nn/cpu/cpu_optim.c — one step of torch.optim.SGD (dampening 0) and
+ * torch.optim.AdamW over a flat buffer, element by element in float in the
+ * order PyTorch's single-tensor implementations use (the vector loops are
+ * in cpu_simd.inc); scalars that PyTorch computes in Python (bias
+ * corrections, step size, 1 - lr*wd) are computed in double and rounded
+ * once, as PyTorch hands them to its kernels. */
+#include <math.h>
+
+#include "nn/cpu/cpu_internal.h"
+
+#define OPT_MIN_PER_ITEM 32768
+
+typedef struct opt_ctx {
+    const cpu_kernels *k;
+    size_t count, chunk;
+    float *param, *buf, *m, *v;
+    const float *grad;
+    cpu_sgd_args sgd;
+    cpu_adamw_args adam;
+    int is_adam;
+} opt_ctx;
+
+static int opt_item(void *arg, size_t i, int worker)
+{
+    (void)worker;
+    const opt_ctx *o = arg;
+    size_t lo = i * o->chunk, n = o->count - lo < o->chunk ? o->count - lo : o->chunk;
+    if (o->is_adam)
+        o->k->adamw(n, o->param + lo, o->grad + lo, o->m + lo, o->v + lo, &o->adam);
+    else
+        o->k->sgd(n, o->param + lo, o->grad + lo, o->buf ? o->buf + lo : NULL, &o->sgd);
+    return 0;
+}
+
+static void opt_run(cpu_impl *c, opt_ctx *o)
+{
+    size_t items = cpu_split(c, o->count, OPT_MIN_PER_ITEM);
+    o->k = &c->k;
+    o->chunk = cpu_round_up((o->count + items - 1) / items, CPU_VEC_PAD);
+    cpu_run(c, (o->count + o->chunk - 1) / o->chunk, opt_item, o);
+}
+
+int cpu_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *grad,
+                 float *momentum_buf, float lr, float momentum, int nesterov, float weight_decay,
+                 kiln_err *err)
+{
+    if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "sgd_step: lr %g, momentum %g and weight decay %g must be >= 0",
+                            (double)lr, (double)momentum, (double)weight_decay);
+    if (nesterov && momentum == 0.0f)
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: nesterov needs a momentum");
+    if (count == 0)
+        return KILN_OK;
+    if (!param || !grad || (momentum != 0.0f && !momentum_buf))
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: NULL buffer");
+    opt_ctx o = {
+        .count = count,
+        .param = param,
+        .buf = momentum_buf,
+        .grad = grad,
+        .sgd = {.lr = lr, .momentum = momentum, .wd = weight_decay, .nesterov = nesterov != 0}};
+    opt_run(cpu_of(be), &o);
+    return KILN_OK;
+}
+
+int cpu_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float *grad, float *m,
+                   float *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                   int64_t step, kiln_err *err)
+{
+    if (!(lr >= 0.0f) || !(eps >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "adamw_step: lr %g, eps %g and weight decay %g must be >= 0",
+                            (double)lr, (double)eps, (double)weight_decay);
+    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: betas %g, %g are not in [0, 1)",
+                            (double)beta1, (double)beta2);
+    if (step < 1)
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: step %lld must count from 1",
+                            (long long)step);
+    if (count == 0)
+        return KILN_OK;
+    int rc = cpu_check_ptrs(err, "adamw_step", 4, param, grad, m, v);
+    if (rc)
+        return rc;
+    double bc1 = 1.0 - pow((double)beta1, (double)step);
+    double bc2 = 1.0 - pow((double)beta2, (double)step);
+    opt_ctx o = {.count = count,
+                 .param = param,
+                 .grad = grad,
+                 .m = m,
+                 .v = v,
+                 .is_adam = 1,
+                 .adam = {.decay = (float)(1.0 - (double)lr * (double)weight_decay),
+                          .beta1 = beta1,
+                          .beta2 = beta2,
+                          .one_m_b1 = (float)(1.0 - (double)beta1),
+                          .one_m_b2 = (float)(1.0 - (double)beta2),
+                          .eps = eps,
+                          .bc2_sqrt = (float)sqrt(bc2),
+                          .neg_step = (float)(-(double)lr / bc1)}};
+    opt_run(cpu_of(be), &o);
+    return KILN_OK;
+}
