@@ -9,6 +9,8 @@
 int kiln_cmd_prepare(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_data(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_s3(int argc, char **argv, const kiln_logger *log);
+int kiln_cmd_evaluate(int argc, char **argv, const kiln_logger *log);
+int kiln_cmd_train(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_version(int argc, char **argv, const kiln_logger *log);
 
 #endif

@@ -16,6 +16,8 @@ static const subcommand subcommands[] = {
     {"prepare", kiln_cmd_prepare, "zip of class folders -> dataset (shards + manifest.json)"},
     {"data", kiln_cmd_data, "check a dataset zip or folder; push it to S3 after the checks"},
     {"s3", kiln_cmd_s3, "copy to and from S3 / MinIO, list, make buckets"},
+    {"train", kiln_cmd_train, "prepared dataset -> trained model package, tracked in MLflow"},
+    {"evaluate", kiln_cmd_evaluate, "metrics, confusion matrix and latency of a model package on a split"},
     {"version", kiln_cmd_version, "print kiln's version, build options and GPU"},
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])

@@ -132,6 +132,34 @@ static void test_mkdir_and_sha256(void **state)
     kt_rmtree_free(dir);
 }
 
+/* kiln_mkdir_parent makes the directories above a file, not the file. */
+static void test_mkdir_parent(void **state)
+{
+    char *dir = kt_mkdtemp();
+    char *file = kt_path(dir, "x/y/z/model.bin");
+    char *parent = kt_path(dir, "x/y/z");
+    kiln_err err = {0};
+    assert_int_equal(kiln_mkdir_parent(file, &err), KILN_OK);
+    assert_true(kiln_is_dir(parent));
+    assert_false(kiln_is_dir(file));
+    assert_false(kiln_is_file(file));
+    assert_int_equal(kiln_mkdir_parent(file, &err), KILN_OK); /* already there */
+    /* A bare name's directory is ".", which exists. */
+    assert_int_equal(kiln_mkdir_parent("model.bin", &err), KILN_OK);
+    /* A file where a directory must go is an error naming it. */
+    char *blocker = kt_path(dir, "plain");
+    kt_write_file(blocker, "x", 1);
+    char *under = kt_path(dir, "plain/sub/model.bin");
+    assert_int_not_equal(kiln_mkdir_parent(under, &err), KILN_OK);
+    assert_non_null(strstr(err.msg, blocker));
+    assert_false(kiln_is_dir(under));
+    free(under);
+    free(blocker);
+    free(parent);
+    free(file);
+    kt_rmtree_free(dir);
+}
+
 static void test_rng_deterministic(void **state)
 {
     kiln_rng a, b;
@@ -208,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_log_formats),
         cmocka_unit_test(test_atomic_file),
         cmocka_unit_test(test_mkdir_and_sha256),
+        cmocka_unit_test(test_mkdir_parent),
         cmocka_unit_test(test_rng_deterministic),
         cmocka_unit_test(test_pool),
     };

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "http/http.h"
@@ -38,20 +37,11 @@ struct fixture {
     int sleep_ms;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void on_any(kiln_http_request *req, void *ctx)
 {
     fixture *f = ctx;
-    if (f->sleep_ms) {
-        struct timespec ts = {f->sleep_ms / 1000, (f->sleep_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    if (f->sleep_ms)
+        kt_sleep_ms(f->sleep_ms);
     size_t len = 0;
     const char *text = kiln_http_request_body(req, &len);
     cJSON *body = len ? cJSON_Parse(text) : cJSON_Duplicate(kiln_http_request_query(req), 1);
@@ -80,11 +70,10 @@ static int setup(void **state)
     o.max_body_bytes = 4 << 20;
     o.stop_grace_ms = 3000;
     kiln_err err = {0};
-    f->server = kiln_http_server_new(&o, &err);
+    f->server = kt_expect_ptr(kiln_http_server_new(&o, &err), &err, "server");
     kiln_http_route r = {.method = NULL, .path = "/", .prefix = 1, .handler = on_any, .ctx = f};
-    assert_int_equal(kiln_http_server_add_route(f->server, &r, &err), KILN_OK);
-    if (kiln_http_server_start(f->server, &err) != KILN_OK)
-        fail_msg("start: %s", err.msg);
+    kt_expect_ok(kiln_http_server_add_route(f->server, &r, &err), &err, "route");
+    kt_expect_ok(kiln_http_server_start(f->server, &err), &err, "start");
     snprintf(f->uri, sizeof f->uri, "http://127.0.0.1:%d", kiln_http_server_port(f->server));
     *state = f;
     return 0;
@@ -110,17 +99,7 @@ static kiln_mlflow_client *client_for(const char *uri, int retries)
     cfg.backoff_jitter_s = 0;
     cfg.timeout_s = 5;
     kiln_err err = {0};
-    kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
-    if (!c)
-        fail_msg("client: %s", err.msg);
-    return c;
-}
-
-static void expect_fail(int rc, const kiln_err *err, kiln_code code, const char *needle)
-{
-    if (rc != (int)code || !strstr(err->msg, needle))
-        fail_msg("want %s with '%s', got %s: %s", kiln_code_name(code), needle,
-                 kiln_code_name(rc), err->msg);
+    return kt_expect_ptr(kiln_mlflow_client_new(&cfg, NULL, &err), &err, "client");
 }
 
 static void reply_error(kiln_http_request *req, int status, const char *code, const char *msg)
@@ -166,16 +145,16 @@ static void test_config(void **state)
     assert_string_equal(cfg.s3.endpoint, "http://127.0.0.1:9000");
     /* Bad values name the variable. */
     setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "many", 1);
-    expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES");
+    kt_expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
+                   "MLFLOW_HTTP_REQUEST_MAX_RETRIES");
     setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3", 1);
     setenv("MLFLOW_TRACKING_URI", "file:///tmp/mlruns", 1);
-    expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
-                "MLFLOW_TRACKING_URI");
+    kt_expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
+                   "MLFLOW_TRACKING_URI");
     setenv("MLFLOW_TRACKING_INSECURE_TLS", "perhaps", 1);
     setenv("MLFLOW_TRACKING_URI", "http://h", 1);
-    expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
-                "MLFLOW_TRACKING_INSECURE_TLS");
+    kt_expect_fail(kiln_mlflow_config_from_env(&cfg, &err), &err, KILN_EINVAL,
+                   "MLFLOW_TRACKING_INSECURE_TLS");
     const char *vars[] = {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
                           "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                           "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH",
@@ -188,13 +167,13 @@ static void test_config(void **state)
     kiln_mlflow_config_default(&cfg);
     assert_int_equal(kiln_mlflow_config_set(&cfg, "backoff-factor", "0.01", &err), KILN_OK);
     assert_true(cfg.backoff_factor_s == 0.01);
-    expect_fail(kiln_mlflow_config_set(&cfg, "colour", "red", &err), &err, KILN_EINVAL,
-                "colour");
-    expect_fail(kiln_mlflow_config_set(&cfg, "timeout", "0", &err), &err, KILN_EINVAL,
-                "--timeout");
+    kt_expect_fail(kiln_mlflow_config_set(&cfg, "colour", "red", &err), &err, KILN_EINVAL,
+                   "colour");
+    kt_expect_fail(kiln_mlflow_config_set(&cfg, "timeout", "0", &err), &err, KILN_EINVAL,
+                   "--timeout");
     /* No tracking URI: a clear error, not a default. */
     assert_null(kiln_mlflow_client_new(&cfg, NULL, &err));
-    expect_fail(err.code, &err, KILN_EINVAL, "MLFLOW_TRACKING_URI");
+    kt_expect_fail(err.code, &err, KILN_EINVAL, "MLFLOW_TRACKING_URI");
 }
 
 /* ---------------- retries and errors ---------------- */
@@ -219,9 +198,9 @@ static void test_server_down(void **state)
     kiln_mlflow_client *c = client_for(uri, 3);
     kiln_mlflow_run *run = NULL;
     kiln_err err = {0};
-    double t0 = now_s();
+    double t0 = kt_now_s();
     int rc = kiln_mlflow_run_get(c, "abc", &run, &err);
-    expect_fail(rc, &err, KILN_EIO, "cannot reach");
+    kt_expect_fail(rc, &err, KILN_EIO, "cannot reach");
     assert_non_null(strstr(err.msg, "after 4 attempts"));
     assert_non_null(strstr(err.msg, "MLflow GET /api/2.0/mlflow/runs/get"));
     assert_non_null(strstr(err.msg, uri));
@@ -229,7 +208,7 @@ static void test_server_down(void **state)
     kiln_mlflow_client_stats(c, &st);
     assert_int_equal(st.requests, 4);
     assert_int_equal(st.retries, 3);
-    assert_true(now_s() - t0 < 2.0);
+    assert_true(kt_now_s() - t0 < 2.0);
     assert_null(run);
     kiln_mlflow_client_free(c);
 }
@@ -255,14 +234,14 @@ static void test_4xx_not_retried(void **state)
     kiln_mlflow_run *run = NULL;
     kiln_err err = {0};
     f->script = script_not_found;
-    expect_fail(kiln_mlflow_run_get(c, "abc", &run, &err), &err, KILN_ENOTFOUND,
-                "MLflow GET /api/2.0/mlflow/runs/get: RESOURCE_DOES_NOT_EXIST (404): Run with "
-                "id=abc not found");
+    kt_expect_fail(kiln_mlflow_run_get(c, "abc", &run, &err), &err, KILN_ENOTFOUND,
+                   "MLflow GET /api/2.0/mlflow/runs/get: RESOURCE_DOES_NOT_EXIST (404): Run with "
+                   "id=abc not found");
     assert_int_equal(f->requests, 1);
     f->script = script_bad_param;
-    expect_fail(kiln_mlflow_run_update(c, "abc", KILN_MLFLOW_FINISHED, 0, &err), &err,
-                KILN_EINVAL,
-                "MLflow POST /api/2.0/mlflow/runs/update: INVALID_PARAMETER_VALUE (400)");
+    kt_expect_fail(kiln_mlflow_run_update(c, "abc", KILN_MLFLOW_FINISHED, 0, &err), &err,
+                   KILN_EINVAL,
+                   "MLflow POST /api/2.0/mlflow/runs/update: INVALID_PARAMETER_VALUE (400)");
     assert_int_equal(f->requests, 2);
     kiln_mlflow_stats st;
     kiln_mlflow_client_stats(c, &st);
@@ -337,13 +316,13 @@ static void test_retries_run_out(void **state)
     kiln_mlflow_client *c = client_for(f->uri, 2);
     kiln_err err = {0};
     f->script = script_always_503;
-    expect_fail(kiln_mlflow_log_param(c, "abc", "k", "v", &err), &err, KILN_EIO,
-                "MLflow POST /api/2.0/mlflow/runs/log-parameter: TEMPORARILY_UNAVAILABLE (503): "
-                "database is locked");
+    kt_expect_fail(kiln_mlflow_log_param(c, "abc", "k", "v", &err), &err, KILN_EIO,
+                   "MLflow POST /api/2.0/mlflow/runs/log-parameter: TEMPORARILY_UNAVAILABLE (503): "
+                   "database is locked");
     assert_int_equal(f->requests, 3);
     f->script = script_html_500;
-    expect_fail(kiln_mlflow_log_param(c, "abc", "k", "v", &err), &err, KILN_EIO,
-                "HTTP 500: <html> <body>Internal Server Error");
+    kt_expect_fail(kiln_mlflow_log_param(c, "abc", "k", "v", &err), &err, KILN_EIO,
+                   "HTTP 500: <html> <body>Internal Server Error");
     assert_int_equal(f->requests, 6);
     kiln_mlflow_client_free(c);
 }
@@ -359,14 +338,13 @@ static void test_timeout(void **state)
     cfg.backoff_factor_s = 0;
     cfg.backoff_jitter_s = 0;
     kiln_err err = {0};
-    kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
-    assert_non_null(c);
+    kiln_mlflow_client *c = kt_expect_ptr(kiln_mlflow_client_new(&cfg, NULL, &err), &err, "client");
     /* The server answers after 2.5 s; 1 s of silence is a timeout, retried once. */
     f->sleep_ms = 2500;
-    double t0 = now_s();
-    expect_fail(kiln_mlflow_run_set_tag(c, "abc", "k", "v", &err), &err, KILN_EIO,
-                "after 2 attempts");
-    double took = now_s() - t0;
+    double t0 = kt_now_s();
+    kt_expect_fail(kiln_mlflow_run_set_tag(c, "abc", "k", "v", &err), &err, KILN_EIO,
+                   "after 2 attempts");
+    double took = kt_now_s() - t0;
     printf("two timed-out attempts took %.2f s\n", took);
     assert_true(took >= 1.5 && took < 6.0);
     kiln_mlflow_client_free(c);
@@ -394,10 +372,11 @@ static void test_auth_headers(void **state)
         snprintf(cfg.username, sizeof cfg.username, "%s", cases[i].user);
         snprintf(cfg.password, sizeof cfg.password, "%s", cases[i].pass);
         snprintf(cfg.token, sizeof cfg.token, "%s", cases[i].token);
-        kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
-        assert_int_equal(kiln_mlflow_call(c, "GET", "/api/2.0/mlflow/experiments/search", NULL,
-                                          &resp, &err),
-                         KILN_OK);
+        kiln_mlflow_client *c =
+            kt_expect_ptr(kiln_mlflow_client_new(&cfg, NULL, &err), &err, "client");
+        kt_expect_ok(
+            kiln_mlflow_call(c, "GET", "/api/2.0/mlflow/experiments/search", NULL, &resp, &err),
+            &err, "search");
         cJSON_Delete(resp);
         assert_string_equal(f->auth, cases[i].want);
         kiln_mlflow_client_free(c);
@@ -577,13 +556,13 @@ static void test_wait_ready(void **state)
     assert_string_equal(f->path, "/api/2.0/mlflow/model-versions/get");
     kiln_mlflow_model_version_free(mv);
     f->script = script_failed_registration;
-    expect_fail(kiln_mlflow_model_version_wait_ready(c, "m", "3", 5000, 10, NULL, &err), &err,
-                KILN_EIO, "source is not readable");
+    kt_expect_fail(kiln_mlflow_model_version_wait_ready(c, "m", "3", 5000, 10, NULL, &err), &err,
+                   KILN_EIO, "source is not readable");
     f->script = script_pending;
-    double t0 = now_s();
-    expect_fail(kiln_mlflow_model_version_wait_ready(c, "m", "3", 200, 20, NULL, &err), &err,
-                KILN_ECANCELED, "still not READY after 200 ms");
-    assert_true(now_s() - t0 < 2.0);
+    double t0 = kt_now_s();
+    kt_expect_fail(kiln_mlflow_model_version_wait_ready(c, "m", "3", 200, 20, NULL, &err), &err,
+                   KILN_ECANCELED, "still not READY after 200 ms");
+    assert_true(kt_now_s() - t0 < 2.0);
     kiln_mlflow_client_free(c);
 }
 
@@ -607,10 +586,10 @@ static void test_deleted_experiment(void **state)
     kiln_err err = {0};
     char *id = NULL;
     f->script = script_deleted_experiment;
-    expect_fail(kiln_mlflow_experiment_create(c, "old", NULL, &id, &err), &err, KILN_EINVAL,
-                "is deleted");
-    expect_fail(kiln_mlflow_experiment_get_or_create(c, "old", &id, &err), &err, KILN_EINVAL,
-                "restore it");
+    kt_expect_fail(kiln_mlflow_experiment_create(c, "old", NULL, &id, &err), &err, KILN_EINVAL,
+                   "is deleted");
+    kt_expect_fail(kiln_mlflow_experiment_get_or_create(c, "old", &id, &err), &err, KILN_EINVAL,
+                   "restore it");
     assert_null(id);
     kiln_mlflow_client_free(c);
 }
@@ -620,18 +599,17 @@ static void test_artifact_uris(void **state)
     fixture *f = *state;
     kiln_mlflow_client *c = client_for(f->uri, 0);
     kiln_err err = {0};
-    expect_fail(kiln_mlflow_artifact_upload_file(c, "gs://bucket/x", "/etc/hostname", "a",
-                                                 &err),
-                &err, KILN_EUNSUPPORTED, "gs://bucket/x");
-    expect_fail(kiln_mlflow_artifact_upload_file(c, "mlflow-artifacts:/1/r/artifacts",
-                                                 "/etc/hostname", "../escape", &err),
-                &err, KILN_EUNSAFE, "../escape");
-    expect_fail(kiln_mlflow_artifact_download_file(c, "mlflow-artifacts:/1/r/artifacts",
-                                                   "a//b", "/tmp/x", &err),
-                &err, KILN_EUNSAFE, "a//b");
-    expect_fail(kiln_mlflow_artifact_upload_file(c, "mlflow-artifacts:/1/r/artifacts",
-                                                 "/nonexistent/file", "a", &err),
-                &err, KILN_ENOTFOUND, "/nonexistent/file");
+    kt_expect_fail(kiln_mlflow_artifact_upload_file(c, "gs://bucket/x", "/etc/hostname", "a", &err),
+                   &err, KILN_EUNSUPPORTED, "gs://bucket/x");
+    kt_expect_fail(kiln_mlflow_artifact_upload_file(c, "mlflow-artifacts:/1/r/artifacts",
+                                                    "/etc/hostname", "../escape", &err),
+                   &err, KILN_EUNSAFE, "../escape");
+    kt_expect_fail(kiln_mlflow_artifact_download_file(c, "mlflow-artifacts:/1/r/artifacts", "a//b",
+                                                      "/tmp/x", &err),
+                   &err, KILN_EUNSAFE, "a//b");
+    kt_expect_fail(kiln_mlflow_artifact_upload_file(c, "mlflow-artifacts:/1/r/artifacts",
+                                                    "/nonexistent/file", "a", &err),
+                   &err, KILN_ENOTFOUND, "/nonexistent/file");
     assert_int_equal(f->requests, 0);
     /* The proxy path is the URI's path, segments percent-encoded; a host in
      * the URI is dropped (the tracking server serves the proxy). */

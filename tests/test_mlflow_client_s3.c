@@ -17,10 +17,8 @@
 
 typedef struct fixture {
     char *dir;
-    kt_s3server s3;
-    int s3_up;
+    kt_s3server s3; /* s3 and track stay zeroed until started */
     kt_trackserver track;
-    int track_up;
     kiln_mlflow_client *client;
 } fixture;
 
@@ -36,32 +34,18 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     kiln_mlflow_client_free(f->client);
-    if (f->track_up)
-        kt_trackserver_stop(&f->track, 0);
-    if (f->s3_up)
-        kt_s3server_free(&f->s3);
+    kt_trackserver_stop(&f->track, 0);
+    kt_s3server_free(&f->s3);
     kt_rmtree_free(f->dir);
     free(f);
     return 0;
-}
-
-static void expect_ok(int rc, const kiln_err *err, const char *what)
-{
-    if (rc != KILN_OK)
-        fail_msg("%s: %s: %s", what, kiln_code_name(rc), err->msg);
 }
 
 /* s3rver with BUCKET, and a client whose S3 side points at it; the
  * tracking URI is `uri` (kiln-tracking, or an unused one). */
 static void need_s3(fixture *f, const char *uri)
 {
-    if (!kt_s3rver_path()) {
-        printf("SKIPPED: s3rver is not installed (scripts/install-deps.sh)\n");
-        skip();
-    }
-    if (kt_s3server_start(&f->s3) != 0)
-        fail_msg("cannot start s3rver");
-    f->s3_up = 1;
+    kt_s3server_need(&f->s3);
     kiln_mlflow_config cfg;
     kiln_mlflow_config_default(&cfg);
     snprintf(cfg.tracking_uri, sizeof cfg.tracking_uri, "%s", uri);
@@ -69,10 +53,9 @@ static void need_s3(fixture *f, const char *uri)
     cfg.backoff_jitter_s = 0;
     kt_s3_test_config(&cfg.s3, f->s3.endpoint);
     kiln_err err = {0};
-    f->client = kiln_mlflow_client_new(&cfg, NULL, &err);
-    assert_non_null(f->client);
-    kiln_s3_client *s3 = kiln_s3_client_new(&cfg.s3, NULL, &err);
-    expect_ok(kiln_s3_create_bucket(s3, BUCKET, &err), &err, "bucket");
+    f->client = kt_expect_ptr(kiln_mlflow_client_new(&cfg, NULL, &err), &err, "client");
+    kiln_s3_client *s3 = kt_expect_ptr(kiln_s3_client_new(&cfg.s3, NULL, &err), &err, "s3");
+    kt_expect_ok(kiln_s3_create_bucket(s3, BUCKET, &err), &err, "bucket");
     kiln_s3_client_free(s3);
 }
 
@@ -81,17 +64,10 @@ static void need_s3(fixture *f, const char *uri)
 static char *make_tree(const char *base)
 {
     char *root = kt_path(base, "tree");
-    assert_int_equal(kt_system("mkdir -p '%s/sub/deeper'", root), 0);
-    char *p = kt_path(root, "a.txt");
-    kt_write_file(p, "hello\n", 6);
-    free(p);
-    p = kt_path(root, "empty.txt");
-    kt_write_file(p, "", 0);
-    free(p);
-    p = kt_path(root, "sp ace & odd+%.txt");
-    kt_write_file(p, "odd", 3);
-    free(p);
-    p = kt_path(root, "sub/b.bin");
+    kt_write_text(root, "a.txt", "hello\n");
+    kt_write_text(root, "empty.txt", "");
+    kt_write_text(root, "sp ace & odd+%.txt", "odd");
+    char *p = kt_path(root, "sub/b.bin");
     kt_random_file(p, 2u << 20, 1);
     free(p);
     p = kt_path(root, "sub/deeper/c.bin");
@@ -106,19 +82,19 @@ static void roundtrip(fixture *f, const char *uri)
     kiln_err err = {0};
     char *tree = make_tree(f->dir);
     size_t files = 0;
-    expect_ok(kiln_mlflow_artifact_upload_dir(f->client, uri, tree, "model", &files, &err), &err,
-              "upload dir");
+    kt_expect_ok(kiln_mlflow_artifact_upload_dir(f->client, uri, tree, "model", &files, &err), &err,
+                 "upload dir");
     assert_int_equal(files, 5);
     /* One level at a time, like MLflow's list_artifacts. */
     kiln_mlflow_file_info *l = NULL;
     size_t n = 0;
-    expect_ok(kiln_mlflow_artifact_list(f->client, uri, "", &l, &n, &err), &err, "list root");
+    kt_expect_ok(kiln_mlflow_artifact_list(f->client, uri, "", &l, &n, &err), &err, "list root");
     assert_int_equal(n, 1);
     assert_string_equal(l[0].path, "model");
     assert_true(l[0].is_dir);
     kiln_mlflow_file_infos_free(l, n);
-    expect_ok(kiln_mlflow_artifact_list(f->client, uri, "model/sub", &l, &n, &err), &err,
-              "list sub");
+    kt_expect_ok(kiln_mlflow_artifact_list(f->client, uri, "model/sub", &l, &n, &err), &err,
+                 "list sub");
     assert_int_equal(n, 2);
     int saw_b = 0, saw_deeper = 0;
     for (size_t i = 0; i < n; i++) {
@@ -131,15 +107,15 @@ static void roundtrip(fixture *f, const char *uri)
     kiln_mlflow_file_infos_free(l, n);
     /* The whole tree back, byte for byte (the symlink was not uploaded). */
     char *back = kt_path(f->dir, "back");
-    expect_ok(kiln_mlflow_artifact_download_dir(f->client, uri, "model", back, &files, &err),
-              &err, "download dir");
+    kt_expect_ok(kiln_mlflow_artifact_download_dir(f->client, uri, "model", back, &files, &err),
+                 &err, "download dir");
     assert_int_equal(files, 5);
     assert_int_equal(kt_system("rm '%s/link.txt' && diff -r '%s' '%s'", tree, tree, back), 0);
     /* One file. */
     char *one = kt_path(f->dir, "one/c.bin");
-    expect_ok(kiln_mlflow_artifact_download_file(f->client, uri, "model/sub/deeper/c.bin", one,
-                                                 &err),
-              &err, "download file");
+    kt_expect_ok(
+        kiln_mlflow_artifact_download_file(f->client, uri, "model/sub/deeper/c.bin", one, &err),
+        &err, "download file");
     char *orig = kt_path(tree, "sub/deeper/c.bin");
     assert_true(kt_files_equal(orig, one));
     /* Missing things. */
@@ -148,8 +124,8 @@ static void roundtrip(fixture *f, const char *uri)
     assert_true(kt_files_equal(orig, one)); /* the old file is untouched */
     rc = kiln_mlflow_artifact_download_dir(f->client, uri, "nothing-here", back, NULL, &err);
     assert_int_equal(rc, KILN_ENOTFOUND);
-    expect_ok(kiln_mlflow_artifact_list(f->client, uri, "nothing-here", &l, &n, &err), &err,
-              "list missing");
+    kt_expect_ok(kiln_mlflow_artifact_list(f->client, uri, "nothing-here", &l, &n, &err), &err,
+                 "list missing");
     assert_int_equal(n, 0);
     free(orig);
     free(one);
@@ -166,10 +142,10 @@ static void test_s3_uri(void **state)
     kiln_mlflow_config cfg;
     kiln_err err = {0};
     kt_s3_test_config(&cfg.s3, f->s3.endpoint);
-    kiln_s3_client *s3 = kiln_s3_client_new(&cfg.s3, NULL, &err);
+    kiln_s3_client *s3 = kt_expect_ptr(kiln_s3_client_new(&cfg.s3, NULL, &err), &err, "s3");
     kiln_s3_object_info info;
-    expect_ok(kiln_s3_head(s3, BUCKET, "exp1/run1/artifacts/model/sub/b.bin", &info, &err), &err,
-              "head");
+    kt_expect_ok(kiln_s3_head(s3, BUCKET, "exp1/run1/artifacts/model/sub/b.bin", &info, &err), &err,
+                 "head");
     assert_int_equal(info.size, 2 << 20);
     kiln_s3_client_free(s3);
 }
@@ -183,16 +159,15 @@ static void test_tracking_run_on_s3(void **state)
     }
     if (kt_trackserver_start(&f->track) != 0)
         fail_msg("cannot start kiln-tracking");
-    f->track_up = 1;
     need_s3(f, f->track.uri);
     kiln_err err = {0};
     char *exp = NULL;
-    expect_ok(kiln_mlflow_experiment_create(f->client, "on-s3", "s3://" BUCKET "/mlruns/on-s3",
-                                            &exp, &err),
-              &err, "experiment");
+    kt_expect_ok(kiln_mlflow_experiment_create(f->client, "on-s3", "s3://" BUCKET "/mlruns/on-s3",
+                                               &exp, &err),
+                 &err, "experiment");
     kiln_mlflow_run_options o = {.experiment_id = exp, .run_name = "s3-run"};
     kiln_mlflow_run *run = NULL;
-    expect_ok(kiln_mlflow_run_create(f->client, &o, &run, &err), &err, "run");
+    kt_expect_ok(kiln_mlflow_run_create(f->client, &o, &run, &err), &err, "run");
     printf("run artifact_uri: %s\n", run->info.artifact_uri);
     assert_true(strncmp(run->info.artifact_uri, "s3://" BUCKET "/mlruns/on-s3", 27) == 0);
     roundtrip(f, run->info.artifact_uri);

@@ -93,8 +93,7 @@ static void sign_example(s3_req *req, char *auth, size_t size)
     snprintf(cfg.secret_key, sizeof cfg.secret_key, EX_SECRET);
     cfg.addressing = KILN_S3_ADDRESSING_VIRTUAL;
     cfg.max_retries = 0;
-    kiln_s3_client *c = kiln_s3_client_new(&cfg, NULL, &err);
-    assert_non_null(c);
+    kiln_s3_client *c = kt_expect_ptr(kiln_s3_client_new(&cfg, NULL, &err), &err, "client");
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, capture_run, &cap), 0);
     s3_resp resp = {0};
@@ -102,8 +101,7 @@ static void sign_example(s3_req *req, char *auth, size_t size)
     int rc = s3_perform(c, req, &resp, &err);
     pthread_join(t, NULL);
     close(cap.fd);
-    if (rc != KILN_OK)
-        fail_msg("request: %s", err.msg);
+    kt_expect_ok(rc, &err, "request");
     s3_resp_free(&resp);
     kiln_s3_client_free(c);
     assert_non_null(strstr(cap.request, "Host: examplebucket.s3.amazonaws.com\r\n"));
@@ -147,7 +145,6 @@ typedef struct fixture {
     char *dir;
     kt_s3server server;
     kt_s3proxy proxy;
-    int up;
     kiln_s3_client *client;  /* to the proxy */
     kiln_s3_config cfg;
 } fixture;
@@ -165,8 +162,7 @@ static int teardown(void **state)
     fixture *f = *state;
     kiln_s3_client_free(f->client);
     kt_s3proxy_stop(&f->proxy);
-    if (f->up)
-        kt_s3server_free(&f->server);
+    kt_s3server_free(&f->server);
     kt_rmtree_free(f->dir);
     free(f);
     return 0;
@@ -178,27 +174,19 @@ static int teardown(void **state)
 static void need_proxy_tls(fixture *f, const char *secret, const char *options,
                            const char *cert, const char *key)
 {
-    if (!kt_s3rver_path()) {
-        printf("SKIPPED: s3rver is not installed (npm install --prefix .tools s3rver)\n");
-        skip();
-    }
     if (!kt_botocore_available()) {
         printf("SKIPPED: python3-botocore is not installed\n");
         skip();
     }
-    if (kt_s3server_start(&f->server) != 0)
-        fail_msg("cannot start s3rver");
-    f->up = 1;
+    kt_s3server_need(&f->server);
     if ((cert ? kt_s3proxy_start_tls(&f->proxy, &f->server, "S3RVER", options, cert, key)
               : kt_s3proxy_start(&f->proxy, &f->server, "S3RVER", options)) != 0)
         fail_msg("cannot start the SigV4 proxy");
     kiln_err err = {0};
     kiln_s3_config direct;
     kt_s3_test_config(&direct, f->server.endpoint);
-    kiln_s3_client *c = kiln_s3_client_new(&direct, NULL, &err);
-    assert_non_null(c);
-    if (kiln_s3_create_bucket(c, BUCKET, &err) != KILN_OK)
-        fail_msg("create bucket: %s", err.msg);
+    kiln_s3_client *c = kt_expect_ptr(kiln_s3_client_new(&direct, NULL, &err), &err, "client");
+    kt_expect_ok(kiln_s3_create_bucket(c, BUCKET, &err), &err, "create bucket");
     kiln_s3_client_free(c);
     kt_s3_test_config(&f->cfg, f->proxy.endpoint);
     snprintf(f->cfg.secret_key, sizeof f->cfg.secret_key, "%s", secret);
@@ -214,16 +202,8 @@ static void need_proxy(fixture *f, const char *secret, const char *options)
 static kiln_s3_client *connect_client(fixture *f)
 {
     kiln_err err = {0};
-    f->client = kiln_s3_client_new(&f->cfg, NULL, &err);
-    if (!f->client)
-        fail_msg("client: %s", err.msg);
+    f->client = kt_expect_ptr(kiln_s3_client_new(&f->cfg, NULL, &err), &err, "client");
     return f->client;
-}
-
-static void expect_ok(int rc, const kiln_err *err, const char *what)
-{
-    if (rc != KILN_OK)
-        fail_msg("%s: %s: %s", what, kiln_code_name(rc), err->msg);
 }
 
 static int count_cb(const kiln_s3_object_info *o, void *ctx, kiln_err *err)
@@ -249,18 +229,18 @@ static void test_botocore_accepts_kiln_signatures(void **state)
     /* Multipart (3 parts of 5 MiB), odd key characters, every operation. */
     const char *key = "a dir/ünï code+plus=eq&amp%25.bin";
     kt_random_file(src, ((uint64_t)11 << 20), 5);
-    expect_ok(kiln_s3_put(c, BUCKET, key, src, "application/x-kiln", &err), &err, "put");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, key, src, "application/x-kiln", &err), &err, "put");
     kiln_s3_object_info info;
-    expect_ok(kiln_s3_head(c, BUCKET, key, &info, &err), &err, "head");
-    expect_ok(kiln_s3_get(c, BUCKET, key, dst, &err), &err, "get");
+    kt_expect_ok(kiln_s3_head(c, BUCKET, key, &info, &err), &err, "head");
+    kt_expect_ok(kiln_s3_get(c, BUCKET, key, dst, &err), &err, "get");
     assert_true(kt_files_equal(src, dst));
     int n = 0;
-    expect_ok(kiln_s3_list(c, BUCKET, "a dir/ü", count_cb, &n, &err), &err, "list");
+    kt_expect_ok(kiln_s3_list(c, BUCKET, "a dir/ü", count_cb, &n, &err), &err, "list");
     assert_int_equal(n, 1);
     kt_write_file(src, "small", 5);
-    expect_ok(kiln_s3_put(c, BUCKET, "small", src, NULL, &err), &err, "put small");
-    expect_ok(kiln_s3_delete(c, BUCKET, key, &err), &err, "delete");
-    expect_ok(kiln_s3_create_bucket(c, "second-bucket", &err), &err, "create");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, "small", src, NULL, &err), &err, "put small");
+    kt_expect_ok(kiln_s3_delete(c, BUCKET, key, &err), &err, "delete");
+    kt_expect_ok(kiln_s3_create_bucket(c, "second-bucket", &err), &err, "create");
     assert_true(proxy_log_has(f, "^POST .*uploads= 200"));
     assert_true(proxy_log_has(f, "^PUT .*partNumber=3&uploadId=.* 200"));
     assert_false(proxy_log_has(f, " 40[03]$"));
@@ -295,7 +275,7 @@ static void test_session_token_is_sent_and_signed(void **state)
     kiln_err err = {0};
     char *src = kt_path(f->dir, "src");
     kt_write_file(src, "hello", 5);
-    expect_ok(kiln_s3_put(c, BUCKET, "tok", src, NULL, &err), &err, "put with token");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, "tok", src, NULL, &err), &err, "put with token");
     free(src);
 }
 
@@ -313,10 +293,10 @@ static void test_resumed_download(void **state)
     f->cfg.multipart_threshold = size; /* single part: the ETag is the MD5 */
     kiln_s3_client_free(f->client);
     c = connect_client(f);
-    expect_ok(kiln_s3_put(c, BUCKET, "resume.bin", src, NULL, &err), &err, "put");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, "resume.bin", src, NULL, &err), &err, "put");
     kiln_s3_stats before, after;
     kiln_s3_client_stats(c, &before);
-    expect_ok(kiln_s3_get(c, BUCKET, "resume.bin", dst, &err), &err, "get");
+    kt_expect_ok(kiln_s3_get(c, BUCKET, "resume.bin", dst, &err), &err, "get");
     kiln_s3_client_stats(c, &after);
     assert_true(kt_files_equal(src, dst));
     assert_true(proxy_log_has(f, "^DROPPED after 3145728"));
@@ -337,12 +317,12 @@ static void test_part_retried_on_slowdown(void **state)
     kiln_err err = {0};
     char *src = kt_path(f->dir, "src"), *dst = kt_path(f->dir, "dst");
     kt_random_file(src, ((uint64_t)12 << 20), 13);
-    expect_ok(kiln_s3_put(c, BUCKET, "retry.bin", src, NULL, &err), &err, "put");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, "retry.bin", src, NULL, &err), &err, "put");
     kiln_s3_stats st;
     kiln_s3_client_stats(c, &st);
     assert_int_equal(st.retries, 1);
     assert_true(proxy_log_has(f, "partNumber=2&.* 503$"));
-    expect_ok(kiln_s3_get(c, BUCKET, "retry.bin", dst, &err), &err, "get");
+    kt_expect_ok(kiln_s3_get(c, BUCKET, "retry.bin", dst, &err), &err, "get");
     assert_true(kt_files_equal(src, dst));
     free(src);
     free(dst);
@@ -409,11 +389,11 @@ static void tls_round_trip(fixture *f, int use_ca_bundle)
     kiln_err err = {0};
     char *src = kt_path(f->dir, "src"), *dst = kt_path(f->dir, "dst");
     kt_random_file(src, 300000, 21);
-    expect_ok(kiln_s3_put(c, BUCKET, "tls/obj.bin", src, NULL, &err), &err, "put over https");
+    kt_expect_ok(kiln_s3_put(c, BUCKET, "tls/obj.bin", src, NULL, &err), &err, "put over https");
     kiln_s3_object_info info;
-    expect_ok(kiln_s3_head(c, BUCKET, "tls/obj.bin", &info, &err), &err, "head over https");
+    kt_expect_ok(kiln_s3_head(c, BUCKET, "tls/obj.bin", &info, &err), &err, "head over https");
     assert_int_equal(info.size, 300000);
-    expect_ok(kiln_s3_get(c, BUCKET, "tls/obj.bin", dst, &err), &err, "get over https");
+    kt_expect_ok(kiln_s3_get(c, BUCKET, "tls/obj.bin", dst, &err), &err, "get over https");
     assert_true(kt_files_equal(src, dst));
     kiln_s3_stats st;
     kiln_s3_client_stats(c, &st);

@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -182,17 +181,6 @@ static int parse_flags(int argc, char **argv, flags *f, kiln_logger *log)
     return 0;
 }
 
-/* mkdir -p for the directory holding `path`. */
-static int make_parent(const char *path, kiln_err *err)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    int rc = kiln_mkdir_p(dirname(copy), err);
-    free(copy);
-    return rc;
-}
-
 static void print_listening(const char *host, int port)
 {
     int v6 = strchr(host, ':') != NULL;
@@ -218,7 +206,7 @@ static int serve(const flags *f, const kiln_logger *log, const sigset_t *stop_si
         free(db);
         return 2;
     }
-    if (make_parent(db, &err) != KILN_OK || kiln_mkdir_p(artifacts, &err) != KILN_OK)
+    if (kiln_mkdir_parent(db, &err) != KILN_OK || kiln_mkdir_p(artifacts, &err) != KILN_OK)
         goto fail;
     kiln_tracking_options topts = {.db_path = db, .artifacts_root = artifacts,
                                    .default_artifact_root = f->default_artifact_root};

@@ -182,6 +182,16 @@ int kiln_mkdir_p(const char *path, kiln_err *err)
     return KILN_OK;
 }
 
+int kiln_mkdir_parent(const char *path, kiln_err *err)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return kiln_err_set(err, KILN_ENOMEM, "out of memory making the directory of %s", path);
+    int rc = kiln_mkdir_p(dirname(copy), err);
+    free(copy);
+    return rc;
+}
+
 int kiln_path_join(char *out, size_t out_size, const char *a, const char *b, kiln_err *err)
 {
     size_t la = strlen(a);

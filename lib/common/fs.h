@@ -38,6 +38,10 @@ int kiln_read_file(const char *path, size_t max_len, char **data, size_t *len, k
 /* mkdir -p with mode 0755. */
 int kiln_mkdir_p(const char *path, kiln_err *err);
 
+/* mkdir -p of the directory holding `path` (its dirname), so a file can be
+ * created at `path`. Nothing to do for a bare file name. */
+int kiln_mkdir_parent(const char *path, kiln_err *err);
+
 /* Join two path parts with one '/' into `out`; ELIMIT if it does not fit. */
 int kiln_path_join(char *out, size_t out_size, const char *a, const char *b, kiln_err *err);
 

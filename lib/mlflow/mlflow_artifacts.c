@@ -2,7 +2,6 @@
  * server's artifact proxy (mlflow-artifacts:) or straight to S3 (s3://). */
 #include <dirent.h>
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,16 +160,6 @@ static int proxy_put(kiln_mlflow_client *c, const char *rel, const char *local, 
     return rc;
 }
 
-static int make_parent(const char *path, kiln_err *err)
-{
-    char *copy = strdup(path);
-    if (!copy)
-        return kiln_err_set(err, KILN_ENOMEM, "out of memory");
-    int rc = kiln_mkdir_p(dirname(copy), err);
-    free(copy);
-    return rc;
-}
-
 static int proxy_get(kiln_mlflow_client *c, const char *rel, const char *local, kiln_err *err)
 {
     char *path = proxy_path(c, rel);
@@ -212,7 +201,7 @@ static int get_one(kiln_mlflow_client *c, const store *st, const char *apath, co
     char full[PATH_MAX_LEN];
     int rc = join(full, sizeof full, st->root, apath, err);
     if (rc == KILN_OK)
-        rc = make_parent(local, err);
+        rc = kiln_mkdir_parent(local, err);
     if (rc != KILN_OK)
         return rc;
     if (st->kind == STORE_PROXY)

@@ -208,10 +208,7 @@ static int publish(kiln_artifact_upload *u, kiln_err *err)
     char *dest = resolve_inside(u->t, u->rel, err);
     if (!dest)
         return err ? (int)err->code : KILN_EUNSAFE;
-    char *slash = strrchr(dest, '/');
-    *slash = '\0';
-    rc = kiln_mkdir_p(dest, err);
-    *slash = '/';
+    rc = kiln_mkdir_parent(dest, err);
     if (rc == KILN_OK && rename(u->tmp_path, dest) != 0)
         rc = kiln_err_errno(err, errno, "cannot publish artifact %s", u->rel);
     free(dest);

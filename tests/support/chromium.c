@@ -8,25 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "support/testutil.h"
 
 #define CHROMIUM_TIMEOUT_S 120
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 const char *kt_chromium_path(void)
 {
@@ -93,7 +79,7 @@ static void kill_strays(const char *profile)
         closedir(d);
         if (!found)
             return;
-        sleep_ms(40);
+        kt_sleep_ms(40);
     }
 }
 
@@ -154,11 +140,11 @@ static int run_chromium(const char *const *args, size_t nargs, const char *url,
     int rc = -1;
     if (pid > 0) {
         setpgid(pid, pid);
-        double end = now_s() + CHROMIUM_TIMEOUT_S;
+        double end = kt_now_s() + CHROMIUM_TIMEOUT_S;
         int status = 0;
         pid_t got = 0;
-        while ((got = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < end)
-            sleep_ms(20);
+        while ((got = waitpid(pid, &status, WNOHANG)) == 0 && kt_now_s() < end)
+            kt_sleep_ms(20);
         if (got == pid) {
             rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         } else {

@@ -11,25 +11,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/fs.h"
 #include "common/rng.h"
 #include "s3/s3.h"
 #include "support/testutil.h"
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* A port nobody listens on right now (the kernel's pick for port 0). */
 static int free_port(void)
@@ -96,13 +83,13 @@ static void reap_group(pid_t pid, double grace_s)
     if (pid <= 0)
         return;
     kill(-pid, grace_s > 0 ? SIGTERM : SIGKILL);
-    double end = now_s() + grace_s;
-    while (grace_s > 0 && now_s() < end) {
+    double end = kt_now_s() + grace_s;
+    while (grace_s > 0 && kt_now_s() < end) {
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             kill(-pid, SIGKILL); /* stragglers in the group, if any */
             return;
         }
-        sleep_ms(20);
+        kt_sleep_ms(20);
     }
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -134,8 +121,8 @@ static int launch(kt_s3server *s)
     free(cmd);
     if (s->pid < 0)
         return -1;
-    double end = now_s() + 20;
-    while (now_s() < end) {
+    double end = kt_now_s() + 20;
+    while (kt_now_s() < end) {
         if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
             s->pid = 0;
             print_log(s->log);
@@ -143,7 +130,7 @@ static int launch(kt_s3server *s)
         }
         if (port_answers(s->port))
             return 0;
-        sleep_ms(25);
+        kt_sleep_ms(25);
     }
     fprintf(stderr, "s3rver did not answer on port %d in 20 s\n", s->port);
     kt_s3server_stop(s);
@@ -167,6 +154,16 @@ int kt_s3server_start(kt_s3server *s)
             return 0;
     }
     return -1;
+}
+
+void kt_s3server_need(kt_s3server *s)
+{
+    if (!kt_s3rver_path()) {
+        printf("SKIPPED: s3rver is not installed (scripts/install-deps.sh)\n");
+        skip();
+    }
+    if (kt_s3server_start(s) != 0)
+        fail_msg("cannot start s3rver");
 }
 
 int kt_s3server_restart(kt_s3server *s)
@@ -213,8 +210,8 @@ static int read_port(int fd, double timeout_s)
 {
     char buf[64];
     size_t len = 0;
-    double end = now_s() + timeout_s;
-    while (len < sizeof buf - 1 && now_s() < end) {
+    double end = kt_now_s() + timeout_s;
+    while (len < sizeof buf - 1 && kt_now_s() < end) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) <= 0)
             continue;
@@ -312,6 +309,8 @@ void kt_random_file(const char *path, uint64_t size, uint64_t seed)
 {
     kiln_rng rng;
     kiln_rng_seed(&rng, seed);
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_parent(path, &err), &err, path);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     uint64_t *buf = malloc(1 << 20);

@@ -28,13 +28,17 @@ const char *kt_s3rver_path(void);
 /* Start s3rver on a free port with a fresh data directory and wait until it
  * answers. Returns 0, or -1 after printing why (the caller skips or fails). */
 int kt_s3server_start(kt_s3server *s);
+/* For a test that needs s3rver: skip it when s3rver is not installed,
+ * fail it when s3rver does not start. */
+void kt_s3server_need(kt_s3server *s);
 /* Start again on the same port and directory (after kt_s3server_kill). */
 int kt_s3server_restart(kt_s3server *s);
 /* SIGKILL the server's process group and reap it (a crash, for tests). */
 void kt_s3server_kill(kt_s3server *s);
 /* SIGTERM, then SIGKILL after 3 s; reap. Safe to call twice. */
 void kt_s3server_stop(kt_s3server *s);
-/* Stop, remove the data directory and log, free the strings. */
+/* Stop, remove the data directory and log, free the strings. Safe on a
+ * zeroed server that never started. */
 void kt_s3server_free(kt_s3server *s);
 
 typedef struct kt_s3proxy {
@@ -64,7 +68,8 @@ void kt_s3proxy_stop(kt_s3proxy *p);
  * path-style, fast retries (base 20 ms, cap 500 ms). */
 struct kiln_s3_config;
 void kt_s3_test_config(struct kiln_s3_config *cfg, const char *endpoint);
-/* Write `size` pseudo-random bytes (from `seed`) to `path`, 1 MiB at a time. */
+/* Write `size` pseudo-random bytes (from `seed`) to `path`, 1 MiB at a
+ * time, making the directories above it first. */
 void kt_random_file(const char *path, uint64_t size, uint64_t seed);
 /* 1 if the two files have the same bytes. */
 int kt_files_equal(const char *a, const char *b);

@@ -1,9 +1,12 @@
 #include "support/testutil.h"
 
+#include "common/fs.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 
 char *kt_mkdtemp(void)
 {
@@ -51,6 +54,15 @@ void kt_write_file(const char *path, const void *data, size_t len)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
     assert_int_equal(fclose(f), 0);
+}
+
+void kt_write_text(const char *dir, const char *rel, const char *text)
+{
+    char *path = kt_path(dir, rel);
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_parent(path, &err), &err, path);
+    kt_write_file(path, text, strlen(text));
+    free(path);
 }
 
 static int status_of(int st)
@@ -108,4 +120,47 @@ const char *kt_kiln_bin(void)
     if (!bin || !*bin)
         fail_msg("KILN_BIN is not set (run the tests through ctest)");
     return bin;
+}
+
+void kt_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+double kt_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* fail_msg would report this file's line; _fail takes the caller's. */
+void kt_expect_ok_at(const char *file, int line, int rc, const kiln_err *err, const char *what)
+{
+    if (rc == KILN_OK)
+        return;
+    print_error("ERROR: %s: %s: %s\n", what, kiln_code_name(rc), err ? err->msg : "");
+    _fail(file, line);
+}
+
+void kt_expect_fail_at(const char *file, int line, int rc, const kiln_err *err, kiln_code code,
+                       const char *needle)
+{
+    const char *msg = err ? err->msg : "";
+    if (rc == (int)code && strstr(msg, needle))
+        return;
+    print_error("ERROR: want %s with '%s', got %s: %s\n", kiln_code_name(code), needle,
+                kiln_code_name(rc), msg);
+    _fail(file, line);
+}
+
+void *kt_expect_ptr_at(const char *file, int line, void *ptr, const kiln_err *err, const char *what)
+{
+    if (ptr)
+        return ptr;
+    print_error("ERROR: %s: %s: %s\n", what, err ? kiln_code_name(err->code) : "NULL",
+                err ? err->msg : "");
+    _fail(file, line);
+    return NULL;
 }

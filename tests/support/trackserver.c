@@ -20,23 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "support/testutil.h"
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void print_log(const char *dir)
 {
@@ -125,13 +111,13 @@ static long health_status(const char *uri)
 static void reap(pid_t pid, double grace_s)
 {
     kill(-pid, SIGTERM);
-    double end = now_s() + grace_s;
-    while (now_s() < end) {
+    double end = kt_now_s() + grace_s;
+    while (kt_now_s() < end) {
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             kill(-pid, SIGKILL);
             return;
         }
-        sleep_ms(10);
+        kt_sleep_ms(10);
     }
     kill(-pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -150,8 +136,8 @@ static int launch(kt_trackserver *s)
         s->pid = 0;
         return -1;
     }
-    double end = now_s() + 30;
-    while (now_s() < end) {
+    double end = kt_now_s() + 30;
+    while (kt_now_s() < end) {
         if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
             s->pid = 0;
             fprintf(stderr, "kiln-tracking exited before it listened\n");
@@ -162,7 +148,7 @@ static int launch(kt_trackserver *s)
             snprintf(s->uri, sizeof s->uri, "http://127.0.0.1:%d", s->port);
         if (s->port && health_status(s->uri) == 200)
             return 0;
-        sleep_ms(20);
+        kt_sleep_ms(20);
     }
     fprintf(stderr, "kiln-tracking did not answer /health in 30 s\n");
     print_log(s->dir);

@@ -1,0 +1,139 @@
+/* tests/test_train_cli.c — `kiln train` through the binary ($KILN_BIN):
+ * bad flags exit 2 naming the problem; SIGTERM mid-run leaves a checkpoint,
+ * marks the MLflow run KILLED and exits non-zero; --resume then finishes. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/fs.h"
+#include "mlflow/mlflow.h"
+#include "support/dsbuild.h"
+#include "support/testutil.h"
+#include "support/trackserver.h"
+
+static char *make_dataset(const char *root)
+{
+    char *dir = kt_path(root, "data");
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
+    kt_ds_opts o;
+    kt_ds_opts_default(&o);
+    o.image_size = 32;
+    o.per_split[KILN_SPLIT_TRAIN] = 16;
+    o.per_split[KILN_SPLIT_VAL] = 6;
+    o.per_split[KILN_SPLIT_TEST] = 0;
+    kt_ds_build(dir, &o);
+    return dir;
+}
+
+static void expect_usage_error(const char *args, const char *needle)
+{
+    char *out = NULL;
+    int rc = kt_run_capture(&out, "%s train %s", kt_kiln_bin(), args);
+    if (rc != 2 || !strstr(out, needle))
+        fail_msg("kiln train %s: exit %d, wanted 2 and '%s' in:\n%s", args, rc, needle, out);
+    free(out);
+}
+
+static void test_bad_flags(void **state)
+{
+    const char *root = *state;
+    char *data = make_dataset(root);
+    char args[8192];
+    expect_usage_error("--out x", "--data and --out are required");
+    expect_usage_error("--data d --out o --bogus", "unknown option '--bogus'");
+    expect_usage_error("--data d --out o --device gpu", "--device: expected auto, cpu or cuda");
+    expect_usage_error("--data d --out o --threads many", "--threads");
+    expect_usage_error("--data d --out o --epochs 0", "--epochs");
+    expect_usage_error("--data d --out o --lr fast", "--lr");
+    expect_usage_error("--data d --out o extra", "unexpected argument 'extra'");
+    expect_usage_error("--data d --out o --seed -1", "--seed");
+    snprintf(args, sizeof args, "--data %s --out %s/m --device cuda", data, root);
+    expect_usage_error(args, "no CUDA training backend");
+    snprintf(args, sizeof args, "--data %s --out %s/m --mlflow ftp://x", data, root);
+    expect_usage_error(args, "ftp://x");
+    char *out = NULL;
+    int rc = kt_run_capture(&out, "%s train --help", kt_kiln_bin());
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "usage: kiln train"));
+    free(out);
+    free(data);
+}
+
+/* Start kiln train in the background, stdout+stderr into `log`. */
+static pid_t spawn_train(const char *data, const char *out, const char *uri, const char *log)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(kt_kiln_bin(), "kiln", "train", "--data", data, "--out", out, "--epochs", "200",
+              "--batch-size", "8", "--threads", "1", "--mlflow", uri, "--run-name", "killed",
+              (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void test_sigterm_leaves_checkpoint(void **state)
+{
+    kt_trackserver *srv = *state;
+    if (kt_trackserver_start(srv) != 0)
+        fail_msg("kiln-tracking did not start");
+    char *root = kt_mkdtemp();
+    char *data = make_dataset(root);
+    char *out = kt_path(root, "model");
+    char *log = kt_path(root, "train.log");
+    char *state_json = kt_path(out, "checkpoint/state.json");
+    pid_t pid = spawn_train(data, out, srv->uri, log);
+    double t0 = kt_now_s();
+    while (!kiln_is_file(state_json) && kt_now_s() - t0 < 60)
+        kt_sleep_ms(50);
+    assert_true(kiln_is_file(state_json));
+    kill(pid, SIGTERM);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char *text = NULL;
+    size_t len = 0;
+    kiln_err err = {0};
+    kt_expect_ok(kiln_read_file(log, 0, &text, &len, &err), &err, "log");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) == 0 || !strstr(text, "interrupted"))
+        fail_msg("kiln train after SIGTERM: status %d, log:\n%s", status, text);
+    assert_true(kiln_is_file(state_json));
+    char *pkg = kt_path(out, "kiln-model.json");
+    assert_false(kiln_is_file(pkg));
+    /* The run is KILLED in MLflow. */
+    char *id_path = kt_path(out, "mlflow-run-id"), *id = NULL;
+    kt_expect_ok(kiln_read_file(id_path, 0, &id, &len, &err), &err, "run id");
+    id[strcspn(id, "\n")] = '\0';
+    assert_non_null(strstr(text, id));
+    kiln_mlflow_config cfg;
+    kiln_mlflow_config_default(&cfg);
+    snprintf(cfg.tracking_uri, sizeof cfg.tracking_uri, "%s", srv->uri);
+    kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
+    assert_non_null(c);
+    kiln_mlflow_run *run = NULL;
+    kt_expect_ok(kiln_mlflow_run_get(c, id, &run, &err), &err, "run get");
+    assert_string_equal(run->info.status, "KILLED");
+    kiln_mlflow_run_free(run);
+    kiln_mlflow_client_free(c);
+    free(id), free(id_path), free(pkg), free(text), free(state_json), free(log), free(out);
+    free(data);
+    kt_rmtree_free(root);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_bad_flags, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_sigterm_leaves_checkpoint, kt_trackserver_setup,
+                                        kt_trackserver_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
