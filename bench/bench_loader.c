@@ -14,12 +14,10 @@
  * epoch_s is the fastest epoch, img_s = images per epoch / epoch_s, and
  * total_s the wall time from open to close. Run by bench/data.sh.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "common/err.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -35,29 +33,10 @@ typedef struct bench_result {
     double open_s, best_epoch_s, total_s;
 } bench_result;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: bench_loader DATASET_DIR [--threads W] [--batch 128] [--epochs 1]\n"
                  "                    [--size 224] [--seed 42] [--no-augment]\n");
-}
-
-/* A positive int in [1, max], or EINVAL naming the flag. */
-static int parse_int(const char *flag, const char *s, int max, int *out, kiln_err *err)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || v < 1 || v > max)
-        return kiln_err_set(err, KILN_EINVAL, "--%s: expected an integer in 1..%d, got '%s'",
-                            flag, max, s);
-    *out = (int)v;
-    return KILN_OK;
 }
 
 static int parse_seed(const char *s, unsigned long long *out, kiln_err *err)
@@ -80,13 +59,14 @@ static const struct option bench_options[] = {
     {NULL, 0, NULL, 0},
 };
 
-static int parse_option(int opt, const char *val, bench_args *a, kiln_err *err)
+static int parse_option(int opt, const char *val, void *args, kiln_err *err)
 {
+    bench_args *a = args;
     switch (opt) {
-    case 't': return parse_int("threads", val, 256, &a->threads, err);
-    case 'b': return parse_int("batch", val, 65536, &a->batch, err);
-    case 'e': return parse_int("epochs", val, 1000, &a->epochs, err);
-    case 's': return parse_int("size", val, 4096, &a->size, err);
+    case 't': return bench_parse_int("threads", val, 1, 256, &a->threads, err);
+    case 'b': return bench_parse_int("batch", val, 1, 65536, &a->batch, err);
+    case 'e': return bench_parse_int("epochs", val, 1, 1000, &a->epochs, err);
+    case 's': return bench_parse_int("size", val, 1, 4096, &a->size, err);
     case 'S': return parse_seed(val, &a->seed, err);
     case 'n': a->augment = 0; return KILN_OK;
     default: return kiln_err_set(err, KILN_EINVAL, "unknown option %d", opt);
@@ -96,22 +76,11 @@ static int parse_option(int opt, const char *val, bench_args *a, kiln_err *err)
 /* KILN_OK, or EINVAL; *help set for --help. */
 static int parse_args(int argc, char **argv, bench_args *a, int *help, kiln_err *err)
 {
-    int opt;
     *a = (bench_args){.threads = 1, .batch = 128, .epochs = 1, .size = 224, .augment = 1,
                       .seed = 42};
-    *help = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", bench_options, NULL)) != -1) {
-        if (opt == 'h') {
-            *help = 1;
-            return KILN_OK;
-        }
-        if (opt == '?' || opt == ':')
-            return kiln_err_set(err, KILN_EINVAL, "unknown option or missing value: %s",
-                                argv[optind - 1]);
-        if (parse_option(opt, optarg, a, err) != KILN_OK)
-            return err->code;
-    }
+    int rc = bench_parse_options(argc, argv, bench_options, parse_option, a, help, err);
+    if (rc != KILN_OK || *help)
+        return rc;
     if (optind != argc - 1)
         return kiln_err_set(err, KILN_EINVAL, "expected one DATASET_DIR");
     a->dir = argv[optind];
@@ -139,7 +108,7 @@ static int run_epoch(kiln_loader *l, const bench_args *a, int epoch, double *sec
     const kiln_batch *b = NULL;
     uint32_t seen = 0;
     int rc;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (kiln_loader_start_epoch(l, epoch, err) != KILN_OK)
         return err->code;
     while ((rc = kiln_loader_next(l, &b, err)) == 1) {
@@ -149,7 +118,7 @@ static int run_epoch(kiln_loader *l, const bench_args *a, int epoch, double *sec
     }
     if (rc < 0)
         return err->code;
-    *secs = now_s() - t0;
+    *secs = bench_now_s() - t0;
     if (seen != kiln_loader_num_images(l))
         return kiln_err_set(err, KILN_EFORMAT, "epoch %d gave %u images, expected %u", epoch,
                             seen, kiln_loader_num_images(l));
@@ -160,7 +129,7 @@ static int run_bench(const bench_args *a, bench_result *r, kiln_err *err)
 {
     kiln_loader_opts opts;
     kiln_loader *l = NULL;
-    double t0 = now_s(), secs = 0;
+    double t0 = bench_now_s(), secs = 0;
     kiln_loader_opts_default(&opts);
     opts.split = KILN_SPLIT_TRAIN;
     opts.batch_size = a->batch;
@@ -173,7 +142,7 @@ static int run_bench(const bench_args *a, bench_result *r, kiln_err *err)
     l = kiln_loader_open(a->dir, &opts, err);
     if (!l)
         goto fail;
-    r->open_s = now_s() - t0;
+    r->open_s = bench_now_s() - t0;
     r->images = kiln_loader_num_images(l);
     r->best_epoch_s = 0;
     for (int e = 0; e < a->epochs; e++) {
@@ -183,7 +152,7 @@ static int run_bench(const bench_args *a, bench_result *r, kiln_err *err)
             r->best_epoch_s = secs;
     }
     kiln_loader_close(l);
-    r->total_s = now_s() - t0;
+    r->total_s = bench_now_s() - t0;
     return KILN_OK;
 fail:
     if (l)

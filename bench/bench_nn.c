@@ -16,13 +16,12 @@
  *
  * Run by bench/nn_cpu.sh.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
+#include "bench_util.h"
 #include "common/err.h"
 #include "common/rng.h"
 #include "nn/backend.h"
@@ -30,7 +29,7 @@
 #include "nn/optim.h"
 
 typedef struct bench_args {
-    int train;
+    int train, have_mode;
     const char *variant;
     int size, batch, threads, iters, warmup, classes;
 } bench_args;
@@ -44,29 +43,10 @@ typedef struct bench_state {
     int32_t *labels;
 } bench_state;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static void usage(FILE *out)
 {
     fprintf(out, "usage: bench_nn --mode train|infer [--variant b0] [--size 224] [--batch 32]\n"
                  "                [--threads 2] [--iters 10] [--warmup 2] [--classes 10]\n");
-}
-
-static int parse_int(const char *flag, const char *s, int min, int max, int *out,
-                     kiln_err *err)
-{
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0' || v < min || v > max)
-        return kiln_err_set(err, KILN_EINVAL, "--%s: expected an integer in %d..%d, got '%s'",
-                            flag, min, max, s);
-    *out = (int)v;
-    return KILN_OK;
 }
 
 static const struct option bench_options[] = {
@@ -77,49 +57,39 @@ static const struct option bench_options[] = {
     {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 };
 
-static int parse_option(int opt, const char *val, bench_args *a, kiln_err *err)
+static int parse_option(int opt, const char *val, void *args, kiln_err *err)
 {
+    bench_args *a = args;
     switch (opt) {
     case 'm':
         if (strcmp(val, "train") != 0 && strcmp(val, "infer") != 0)
             return kiln_err_set(err, KILN_EINVAL, "--mode: train or infer, got '%s'", val);
         a->train = strcmp(val, "train") == 0;
+        a->have_mode = 1;
         return KILN_OK;
     case 'v':
         if (!kiln_effnet_variant_known(val))
             return kiln_err_set(err, KILN_EINVAL, "--variant: unknown '%s' (b0..b3)", val);
         a->variant = val;
         return KILN_OK;
-    case 's': return parse_int("size", val, 8, 4096, &a->size, err);
-    case 'b': return parse_int("batch", val, 1, 4096, &a->batch, err);
-    case 't': return parse_int("threads", val, 1, 256, &a->threads, err);
-    case 'i': return parse_int("iters", val, 1, 100000, &a->iters, err);
-    case 'w': return parse_int("warmup", val, 0, 100000, &a->warmup, err);
-    case 'c': return parse_int("classes", val, 2, 100000, &a->classes, err);
+    case 's': return bench_parse_int("size", val, 8, 4096, &a->size, err);
+    case 'b': return bench_parse_int("batch", val, 1, 4096, &a->batch, err);
+    case 't': return bench_parse_int("threads", val, 1, 256, &a->threads, err);
+    case 'i': return bench_parse_int("iters", val, 1, 100000, &a->iters, err);
+    case 'w': return bench_parse_int("warmup", val, 0, 100000, &a->warmup, err);
+    case 'c': return bench_parse_int("classes", val, 2, 100000, &a->classes, err);
     default: return kiln_err_set(err, KILN_EINVAL, "unknown option %d", opt);
     }
 }
 
 static int parse_args(int argc, char **argv, bench_args *a, int *help, kiln_err *err)
 {
-    int opt, have_mode = 0;
     *a = (bench_args){.train = 1, .variant = "b0", .size = 224, .batch = 32, .threads = 2,
                       .iters = 10, .warmup = 2, .classes = 10};
-    *help = 0;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "", bench_options, NULL)) != -1) {
-        if (opt == 'h') {
-            *help = 1;
-            return KILN_OK;
-        }
-        if (opt == '?' || opt == ':')
-            return kiln_err_set(err, KILN_EINVAL, "unknown option or missing value: %s",
-                                argv[optind - 1]);
-        if (parse_option(opt, optarg, a, err) != KILN_OK)
-            return err->code;
-        have_mode |= opt == 'm';
-    }
-    if (optind != argc || !have_mode)
+    int rc = bench_parse_options(argc, argv, bench_options, parse_option, a, help, err);
+    if (rc != KILN_OK || *help)
+        return rc;
+    if (optind != argc || !a->have_mode)
         return kiln_err_set(err, KILN_EINVAL, "expected --mode train|infer and no operands");
     return KILN_OK;
 }
@@ -243,9 +213,9 @@ static int run_bench(const bench_args *a, double *seconds, kiln_err *err)
     for (int i = 0; rc == KILN_OK && i < a->warmup; i++)
         rc = run_once(&s, a, step++, err);
     for (int i = 0; rc == KILN_OK && i < a->iters; i++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         rc = run_once(&s, a, step++, err);
-        seconds[i] = now_s() - t0;
+        seconds[i] = bench_now_s() - t0;
     }
     bench_free(&s);
     return rc;

@@ -5,28 +5,23 @@
  * as the next layer has consumed it. */
 #include "nn/efficientnet_internal.h"
 
-#define TRY(call)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != KILN_OK)                                                                        \
-            return rc_;                                                                            \
-    } while (0)
-
 typedef struct slots {
     float *buf[EFFNET_SLOTS];
     int busy[EFFNET_SLOTS];
 } slots;
 
-static float *slot_take(slots *s, kiln_err *err)
+/* A free slot in *out, or EINVAL when every slot is taken. */
+static int slot_take(slots *s, float **out, kiln_err *err)
 {
     for (int i = 0; i < EFFNET_SLOTS; i++) {
         if (!s->busy[i]) {
             s->busy[i] = 1;
-            return s->buf[i];
+            *out = s->buf[i];
+            return KILN_OK;
         }
     }
-    kiln_err_set(err, KILN_EINVAL, "EfficientNet backward ran out of gradient scratch buffers");
-    return NULL;
+    return kiln_err_set(err, KILN_EINVAL,
+                        "EfficientNet backward ran out of gradient scratch buffers");
 }
 
 /* Gives back `p` if it is a slot; other pointers are ignored. */
@@ -49,25 +44,22 @@ static int cba_backward(kiln_effnet *m, effnet_cba *l, slots *s, const float *dy
     int n = m->n, c = l->conv.out_c, hw = l->oh * l->ow;
     const float *db = dy;
     if (l->act) {
-        float *t = slot_take(s, err);
-        if (!t)
-            return err ? err->code : KILN_EINVAL;
-        TRY(ops->silu_backward(be, (size_t)n * c * hw, l->b, dy, t, err));
+        float *t = NULL;
+        EFFNET_TRY(slot_take(s, &t, err));
+        EFFNET_TRY(ops->silu_backward(be, (size_t)n * c * hw, l->b, dy, t, err));
         db = t;
     }
-    float *dc = slot_take(s, err);
-    if (!dc)
-        return err ? err->code : KILN_EINVAL;
-    TRY(ops->bn_backward(be, n, c, hw, l->c, db, l->gamma, l->save_mean, l->save_invstd, dc,
-                         l->dgamma, l->dbeta, err));
+    float *dc = NULL;
+    EFFNET_TRY(slot_take(s, &dc, err));
+    EFFNET_TRY(ops->bn_backward(be, n, c, hw, l->c, db, l->gamma, l->save_mean, l->save_invstd, dc,
+                                l->dgamma, l->dbeta, err));
     if (db != dy)
         slot_give(s, db);
     if (dx) {
-        if (!(*dx = slot_take(s, err)))
-            return err ? err->code : KILN_EINVAL;
-        TRY(ops->conv_backward_data(be, &l->conv, n, l->h, l->w, dc, l->weight, *dx, err));
+        EFFNET_TRY(slot_take(s, dx, err));
+        EFFNET_TRY(ops->conv_backward_data(be, &l->conv, n, l->h, l->w, dc, l->weight, *dx, err));
     }
-    TRY(ops->conv_backward_filter(be, &l->conv, n, l->h, l->w, l->x, dc, l->dweight, err));
+    EFFNET_TRY(ops->conv_backward_filter(be, &l->conv, n, l->h, l->w, l->x, dc, l->dweight, err));
     slot_give(s, dc);
     return KILN_OK;
 }
@@ -83,20 +75,18 @@ static int se_backward(kiln_effnet *m, effnet_se *se, const float *x, int hw, sl
     int n = m->n;
     float *d_gate = m->small[0], *d_h2 = m->small[1], *d_h1a = m->small[2];
     float *d_h1 = m->small[0], *d_pool = m->small[1];
-    if (!(*dx = slot_take(s, err)))
-        return err ? err->code : KILN_EINVAL;
-    TRY(ops->scale_channels_backward(be, n, se->c, hw, x, se->gate, dy, *dx, d_gate, err));
-    TRY(ops->sigmoid_backward(be, (size_t)n * se->c, se->gate, d_gate, d_h2, err));
-    TRY(ops->linear_backward(be, n, se->sq, se->c, se->h1a, se->w2, d_h2, d_h1a, se->dw2,
-                             se->db2, err));
-    TRY(ops->silu_backward(be, (size_t)n * se->sq, se->h1, d_h1a, d_h1, err));
-    TRY(ops->linear_backward(be, n, se->c, se->sq, se->pool, se->w1, d_h1, d_pool, se->dw1,
-                             se->db1, err));
-    float *d_squeeze = slot_take(s, err);
-    if (!d_squeeze)
-        return err ? err->code : KILN_EINVAL;
-    TRY(ops->avgpool_backward(be, n, se->c, hw, d_pool, d_squeeze, err));
-    TRY(ops->add(be, (size_t)n * se->c * hw, *dx, d_squeeze, *dx, err));
+    EFFNET_TRY(slot_take(s, dx, err));
+    EFFNET_TRY(ops->scale_channels_backward(be, n, se->c, hw, x, se->gate, dy, *dx, d_gate, err));
+    EFFNET_TRY(ops->sigmoid_backward(be, (size_t)n * se->c, se->gate, d_gate, d_h2, err));
+    EFFNET_TRY(ops->linear_backward(be, n, se->sq, se->c, se->h1a, se->w2, d_h2, d_h1a, se->dw2,
+                                    se->db2, err));
+    EFFNET_TRY(ops->silu_backward(be, (size_t)n * se->sq, se->h1, d_h1a, d_h1, err));
+    EFFNET_TRY(ops->linear_backward(be, n, se->c, se->sq, se->pool, se->w1, d_h1, d_pool, se->dw1,
+                                    se->db1, err));
+    float *d_squeeze = NULL;
+    EFFNET_TRY(slot_take(s, &d_squeeze, err));
+    EFFNET_TRY(ops->avgpool_backward(be, n, se->c, hw, d_pool, d_squeeze, err));
+    EFFNET_TRY(ops->add(be, (size_t)n * se->c * hw, *dx, d_squeeze, *dx, err));
     slot_give(s, d_squeeze);
     return KILN_OK;
 }
@@ -105,38 +95,37 @@ static int se_backward(kiln_effnet *m, effnet_se *se, const float *x, int hw, sl
  * caller); *dx gets the gradient of the block input in a fresh slot. With a
  * residual, dout reaches the input twice: through the block and straight
  * through the skip, and the two are summed. */
-static int block_backward(kiln_effnet *m, effnet_block *b, slots *s, const float *dout,
-                          float **dx, kiln_err *err)
+static int block_backward(kiln_effnet *m, effnet_block *b, slots *s, const float *dout, float **dx,
+                          kiln_err *err)
 {
     kiln_nn_backend *be = m->be;
     const kiln_nn_ops *ops = be->ops;
     size_t count = (size_t)m->n * b->cfg.out_c * b->project.oh * b->project.ow;
     const float *dproj = dout;
     if (b->sd_used) {
-        float *t = slot_take(s, err);
-        if (!t)
-            return err ? err->code : KILN_EINVAL;
-        TRY(ops->scale_samples(be, m->n, count / (size_t)m->n, dout, b->sd_mask, t, err));
+        float *t = NULL;
+        EFFNET_TRY(slot_take(s, &t, err));
+        EFFNET_TRY(ops->scale_samples(be, m->n, count / (size_t)m->n, dout, b->sd_mask, t, err));
         dproj = t;
     }
     float *dse = NULL, *ddw = NULL;
-    TRY(cba_backward(m, &b->project, s, dproj, &dse, err));
+    EFFNET_TRY(cba_backward(m, &b->project, s, dproj, &dse, err));
     if (dproj != dout)
         slot_give(s, dproj);
-    TRY(se_backward(m, &b->se, b->dw.a, b->dw.oh * b->dw.ow, s, dse, &ddw, err));
+    EFFNET_TRY(se_backward(m, &b->se, b->dw.a, b->dw.oh * b->dw.ow, s, dse, &ddw, err));
     slot_give(s, dse);
     if (b->has_expand) {
         float *dexp = NULL;
-        TRY(cba_backward(m, &b->dw, s, ddw, &dexp, err));
+        EFFNET_TRY(cba_backward(m, &b->dw, s, ddw, &dexp, err));
         slot_give(s, ddw);
-        TRY(cba_backward(m, &b->expand, s, dexp, dx, err));
+        EFFNET_TRY(cba_backward(m, &b->expand, s, dexp, dx, err));
         slot_give(s, dexp);
     } else {
-        TRY(cba_backward(m, &b->dw, s, ddw, dx, err));
+        EFFNET_TRY(cba_backward(m, &b->dw, s, ddw, dx, err));
         slot_give(s, ddw);
     }
     if (b->cfg.residual)
-        TRY(ops->add(be, count, *dx, dout, *dx, err));
+        EFFNET_TRY(ops->add(be, count, *dx, dout, *dx, err));
     return KILN_OK;
 }
 
@@ -150,14 +139,13 @@ static int classifier_backward(kiln_effnet *m, slots *s, const float *dlogits, f
     int f = m->cfg.head_c;
     const float *x = m->dropout_used ? m->dropped : m->pooled;
     float *dpooled = m->small[0];
-    TRY(ops->linear_backward(be, m->n, f, m->num_classes, x, m->fc_w, dlogits, m->small[0],
-                             m->dfc_w, m->dfc_b, err));
+    EFFNET_TRY(ops->linear_backward(be, m->n, f, m->num_classes, x, m->fc_w, dlogits, m->small[0],
+                                    m->dfc_w, m->dfc_b, err));
     if (m->dropout_used) {
-        TRY(ops->mul(be, (size_t)m->n * f, m->small[0], m->drop_mask, m->small[1], err));
+        EFFNET_TRY(ops->mul(be, (size_t)m->n * f, m->small[0], m->drop_mask, m->small[1], err));
         dpooled = m->small[1];
     }
-    if (!(*dhead = slot_take(s, err)))
-        return err ? err->code : KILN_EINVAL;
+    EFFNET_TRY(slot_take(s, dhead, err));
     return ops->avgpool_backward(be, m->n, f, m->head.oh * m->head.ow, dpooled, *dhead, err);
 }
 
@@ -167,7 +155,7 @@ static int backward_all(kiln_effnet *m, const float *dlogits, kiln_err *err)
     for (int i = 0; i < EFFNET_SLOTS; i++)
         s.buf[i] = m->slot[i];
     float *d = NULL, *dx = NULL;
-    TRY(classifier_backward(m, &s, dlogits, &d, err));
+    EFFNET_TRY(classifier_backward(m, &s, dlogits, &d, err));
     int rc = cba_backward(m, &m->head, &s, d, &dx, err);
     if (rc != KILN_OK)
         return kiln_err_wrap(err, "features.%d", EFFNET_STAGES + 1);

@@ -110,20 +110,9 @@ int effnet_cfg_make(const char *variant, effnet_cfg *cfg, kiln_err *err)
 
 size_t kiln_effnet_variant_param_count(const char *variant, int num_classes)
 {
-    effnet_cfg cfg;
-    if (num_classes < 1 || effnet_cfg_make(variant, &cfg, NULL) != KILN_OK)
-        return 0;
-    /* conv weights + BN weight/bias, in the order of the graph */
-    size_t n = (size_t)cfg.stem_c * 3 * 9 + 2 * (size_t)cfg.stem_c;
-    for (int i = 0; i < cfg.n_blocks; i++) {
-        const effnet_block_cfg *b = &cfg.blocks[i];
-        if (b->exp_c != b->in_c)
-            n += (size_t)b->exp_c * b->in_c + 2 * (size_t)b->exp_c;
-        n += (size_t)b->exp_c * b->kernel * b->kernel + 2 * (size_t)b->exp_c;
-        n += (size_t)b->sq_c * b->exp_c + b->sq_c + (size_t)b->exp_c * b->sq_c + b->exp_c;
-        n += (size_t)b->out_c * b->exp_c + 2 * (size_t)b->out_c;
-    }
-    n += (size_t)cfg.head_c * cfg.head_in + 2 * (size_t)cfg.head_c;
-    n += (size_t)num_classes * cfg.head_c + (size_t)num_classes;
+    /* Counted from the same spec a model is built from, so the two agree. */
+    kiln_effnet *m = effnet_describe(variant, num_classes, NULL);
+    size_t n = m ? kiln_effnet_param_count(m) : 0;
+    kiln_effnet_destroy(m);
     return n;
 }

@@ -2,13 +2,6 @@
  * torchvision's EfficientNet.forward computes it. */
 #include "nn/efficientnet_internal.h"
 
-#define TRY(call)                                                                                  \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        if (rc_ != KILN_OK)                                                                        \
-            return rc_;                                                                            \
-    } while (0)
-
 static size_t out_count(const kiln_effnet *m, const effnet_cba *l)
 {
     return (size_t)m->n * (size_t)l->conv.out_c * (size_t)l->oh * (size_t)l->ow;
@@ -20,18 +13,18 @@ static int cba_forward(kiln_effnet *m, effnet_cba *l, const float *x, int train,
     kiln_nn_backend *be = m->be;
     const kiln_nn_ops *ops = be->ops;
     int c = l->conv.out_c, hw = l->oh * l->ow;
-    TRY(ops->conv_forward(be, &l->conv, m->n, l->h, l->w, x, l->weight, l->c, err));
+    EFFNET_TRY(ops->conv_forward(be, &l->conv, m->n, l->h, l->w, x, l->weight, l->c, err));
     if (train) {
-        TRY(ops->bn_forward_train(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean, l->rvar,
-                                  EFFNET_BN_MOMENTUM, EFFNET_BN_EPS, l->b, l->save_mean,
-                                  l->save_invstd, err));
+        EFFNET_TRY(ops->bn_forward_train(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean,
+                                         l->rvar, EFFNET_BN_MOMENTUM, EFFNET_BN_EPS, l->b,
+                                         l->save_mean, l->save_invstd, err));
         (*l->batches)++;
     } else {
-        TRY(ops->bn_forward_eval(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean, l->rvar,
-                                 EFFNET_BN_EPS, l->b, err));
+        EFFNET_TRY(ops->bn_forward_eval(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean, l->rvar,
+                                        EFFNET_BN_EPS, l->b, err));
     }
     if (l->act)
-        TRY(ops->silu_forward(be, out_count(m, l), l->b, l->a, err));
+        EFFNET_TRY(ops->silu_forward(be, out_count(m, l), l->b, l->a, err));
     return KILN_OK;
 }
 
@@ -41,11 +34,11 @@ static int se_forward(kiln_effnet *m, effnet_se *se, const float *x, int hw, kil
     kiln_nn_backend *be = m->be;
     const kiln_nn_ops *ops = be->ops;
     int n = m->n;
-    TRY(ops->avgpool_forward(be, n, se->c, hw, x, se->pool, err));
-    TRY(ops->linear_forward(be, n, se->c, se->sq, se->pool, se->w1, se->b1, se->h1, err));
-    TRY(ops->silu_forward(be, (size_t)n * se->sq, se->h1, se->h1a, err));
-    TRY(ops->linear_forward(be, n, se->sq, se->c, se->h1a, se->w2, se->b2, se->h2, err));
-    TRY(ops->sigmoid_forward(be, (size_t)n * se->c, se->h2, se->gate, err));
+    EFFNET_TRY(ops->avgpool_forward(be, n, se->c, hw, x, se->pool, err));
+    EFFNET_TRY(ops->linear_forward(be, n, se->c, se->sq, se->pool, se->w1, se->b1, se->h1, err));
+    EFFNET_TRY(ops->silu_forward(be, (size_t)n * se->sq, se->h1, se->h1a, err));
+    EFFNET_TRY(ops->linear_forward(be, n, se->sq, se->c, se->h1a, se->w2, se->b2, se->h2, err));
+    EFFNET_TRY(ops->sigmoid_forward(be, (size_t)n * se->c, se->h2, se->gate, err));
     return ops->scale_channels_forward(be, n, se->c, hw, x, se->gate, se->y, err);
 }
 
@@ -56,12 +49,12 @@ static int block_forward(kiln_effnet *m, effnet_block *b, int train, uint64_t se
     const kiln_nn_ops *ops = be->ops;
     const float *x = b->x;
     if (b->has_expand) {
-        TRY(cba_forward(m, &b->expand, x, train, err));
+        EFFNET_TRY(cba_forward(m, &b->expand, x, train, err));
         x = b->expand.a;
     }
-    TRY(cba_forward(m, &b->dw, x, train, err));
-    TRY(se_forward(m, &b->se, b->dw.a, b->dw.oh * b->dw.ow, err));
-    TRY(cba_forward(m, &b->project, b->se.y, train, err));
+    EFFNET_TRY(cba_forward(m, &b->dw, x, train, err));
+    EFFNET_TRY(se_forward(m, &b->se, b->dw.a, b->dw.oh * b->dw.ow, err));
+    EFFNET_TRY(cba_forward(m, &b->project, b->se.y, train, err));
     b->sd_used = 0;
     if (!b->cfg.residual)
         return KILN_OK;
@@ -70,9 +63,9 @@ static int block_forward(kiln_effnet *m, effnet_block *b, int train, uint64_t se
     double p = (double)m->sd_base * b->cfg.id / b->cfg.total;
     if (train && p > 0.0) {
         uint64_t offset = (uint64_t)(b->cfg.id + 1) << 40;
-        TRY(ops->mask(be, (size_t)m->n, (float)p, seed, offset, b->sd_mask, err));
-        TRY(ops->scale_samples(be, m->n, count / (size_t)m->n, b->project.b, b->sd_mask, b->out,
-                               err));
+        EFFNET_TRY(ops->mask(be, (size_t)m->n, (float)p, seed, offset, b->sd_mask, err));
+        EFFNET_TRY(ops->scale_samples(be, m->n, count / (size_t)m->n, b->project.b, b->sd_mask,
+                                      b->out, err));
         b->sd_used = 1;
         return ops->add(be, count, b->out, b->x, b->out, err);
     }
@@ -86,13 +79,14 @@ static int classifier_forward(kiln_effnet *m, int train, uint64_t seed, kiln_err
     const kiln_nn_ops *ops = be->ops;
     int f = m->cfg.head_c;
     size_t count = (size_t)m->n * f;
-    TRY(ops->avgpool_forward(be, m->n, f, m->head.oh * m->head.ow, m->head.a, m->pooled, err));
+    EFFNET_TRY(
+        ops->avgpool_forward(be, m->n, f, m->head.oh * m->head.ow, m->head.a, m->pooled, err));
     const float *x = m->pooled;
     m->dropout_used = 0;
     if (train && m->dropout > 0.0f) {
         /* Dropout's stream starts at offset 0; blocks use (id + 1) << 40. */
-        TRY(ops->mask(be, count, m->dropout, seed, 0, m->drop_mask, err));
-        TRY(ops->mul(be, count, m->pooled, m->drop_mask, m->dropped, err));
+        EFFNET_TRY(ops->mask(be, count, m->dropout, seed, 0, m->drop_mask, err));
+        EFFNET_TRY(ops->mul(be, count, m->pooled, m->drop_mask, m->dropped, err));
         m->dropout_used = 1;
         x = m->dropped;
     }
@@ -101,14 +95,14 @@ static int classifier_forward(kiln_effnet *m, int train, uint64_t seed, kiln_err
 
 static int forward_all(kiln_effnet *m, int train, uint64_t seed, kiln_err *err)
 {
-    TRY(cba_forward(m, &m->stem, m->input, train, err));
+    EFFNET_TRY(cba_forward(m, &m->stem, m->input, train, err));
     for (int i = 0; i < m->cfg.n_blocks; i++) {
         int rc = block_forward(m, &m->blocks[i], train, seed, err);
         if (rc != KILN_OK)
             return kiln_err_wrap(err, "features.%d.%d", m->blocks[i].cfg.stage + 1,
                                  m->blocks[i].cfg.index);
     }
-    TRY(cba_forward(m, &m->head, m->blocks[m->cfg.n_blocks - 1].out, train, err));
+    EFFNET_TRY(cba_forward(m, &m->head, m->blocks[m->cfg.n_blocks - 1].out, train, err));
     return classifier_forward(m, train, seed, err);
 }
 

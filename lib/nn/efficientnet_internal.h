@@ -19,6 +19,21 @@
 #define EFFNET_ALIGN 16        /* floats: every tensor starts 64-byte aligned */
 #define EFFNET_SLOTS 4         /* big gradient scratch buffers: block backward holds 4 */
 
+/* Return the status of `call` from the enclosing function unless it is
+ * KILN_OK (the forward and backward passes are long chains of ops). */
+#define EFFNET_TRY(call)                                                                           \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != KILN_OK)                                                                        \
+            return rc_;                                                                            \
+    } while (0)
+
+/* n rounded up to whole EFFNET_ALIGN floats. */
+static inline size_t effnet_align_up(size_t n)
+{
+    return (n + EFFNET_ALIGN - 1) / EFFNET_ALIGN * EFFNET_ALIGN;
+}
+
 /* --- configuration (efficientnet_config.c) ---------------------------- */
 
 typedef struct effnet_block_cfg {

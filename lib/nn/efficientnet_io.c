@@ -53,27 +53,25 @@ int kiln_effnet_save(kiln_effnet *m, const char *path, kiln_err *err)
     snprintf(classes, sizeof classes, "%d", m->num_classes);
     int rc = download_state(m, &params, &buffers, err);
     if (rc != KILN_OK)
-        goto fail;
+        goto done;
     if (!(w = kiln_st_writer_create(err))) {
         rc = err ? err->code : KILN_ENOMEM;
-        goto fail;
+        goto done;
     }
     if ((rc = add_entries(m, w, params, buffers, err)) != KILN_OK ||
         (rc = kiln_st_writer_metadata(w, "format", "pt", err)) != KILN_OK ||
         (rc = kiln_st_writer_metadata(w, "arch", arch, err)) != KILN_OK ||
         (rc = kiln_st_writer_metadata(w, "variant", m->cfg.variant, err)) != KILN_OK ||
-        (rc = kiln_st_writer_metadata(w, "num_classes", classes, err)) != KILN_OK ||
-        (rc = kiln_st_write(w, path, err)) != KILN_OK)
-        goto fail;
+        (rc = kiln_st_writer_metadata(w, "num_classes", classes, err)) != KILN_OK)
+        goto done;
+    rc = kiln_st_write(w, path, err);
+done:
     kiln_st_writer_destroy(w);
     free(params);
     free(buffers);
-    return KILN_OK;
-fail:
-    kiln_st_writer_destroy(w);
-    free(params);
-    free(buffers);
-    return kiln_err_wrap(err, "saving EfficientNet-%s to %s", m->cfg.variant, path);
+    if (rc != KILN_OK)
+        kiln_err_wrap(err, "saving EfficientNet-%s to %s", m->cfg.variant, path);
+    return rc;
 }
 
 /* --- checking a file against the model -------------------------------- */

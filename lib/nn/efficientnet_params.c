@@ -23,28 +23,25 @@ long effnet_spec_find(const effnet_spec *s, const char *name)
     return -1;
 }
 
-/* Append one entry; returns its index or -1 (ENOMEM / name too long). */
-static int spec_add(effnet_spec *s, kiln_err *err, effnet_kind kind, effnet_init init,
+/* Append one entry; *idx (when not NULL) gets its index. */
+static int spec_add(effnet_spec *s, int *idx, effnet_kind kind, effnet_init init,
                     const char *prefix, const char *suffix, int ndim, int64_t d0, int64_t d1,
-                    int64_t d2, int64_t d3)
+                    int64_t d2, int64_t d3, kiln_err *err)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? 2 * s->cap : 256;
         effnet_entry *e = realloc(s->e, cap * sizeof *e);
-        if (!e) {
-            kiln_err_set(err, KILN_ENOMEM, "out of memory for the EfficientNet parameter list");
-            return -1;
-        }
+        if (!e)
+            return kiln_err_set(err, KILN_ENOMEM,
+                                "out of memory for the EfficientNet parameter list");
         s->e = e;
         s->cap = cap;
     }
     effnet_entry *e = &s->e[s->n];
     memset(e, 0, sizeof *e);
     int len = snprintf(e->name, sizeof e->name, "%s%s", prefix, suffix);
-    if (len < 0 || (size_t)len >= sizeof e->name) {
-        kiln_err_set(err, KILN_ELIMIT, "parameter name '%s%s' too long", prefix, suffix);
-        return -1;
-    }
+    if (len < 0 || (size_t)len >= sizeof e->name)
+        return kiln_err_set(err, KILN_ELIMIT, "parameter name '%s%s' too long", prefix, suffix);
     int64_t dims[4] = {d0, d1, d2, d3};
     e->ndim = ndim;
     e->count = 1;
@@ -54,7 +51,10 @@ static int spec_add(effnet_spec *s, kiln_err *err, effnet_kind kind, effnet_init
     }
     e->kind = kind;
     e->init = init;
-    return (int)s->n++;
+    if (idx)
+        *idx = (int)s->n;
+    s->n++;
+    return KILN_OK;
 }
 
 /* Conv2dNormActivation under `prefix` ("features.0."): "<prefix>0.weight",
@@ -65,41 +65,47 @@ static int add_cba(effnet_spec *s, effnet_cba *l, const char *prefix, int in_c, 
     l->conv = (kiln_conv_desc){.in_c = in_c, .out_c = out_c, .k = k, .stride = stride,
                                .pad = (k - 1) / 2, .groups = groups};
     l->act = act;
-    l->w_idx = spec_add(s, err, EFFNET_PARAM_DECAY, EFFNET_INIT_KAIMING, prefix, "0.weight", 4,
-                        out_c, in_c / groups, k, k);
-    l->bn_idx = spec_add(s, err, EFFNET_PARAM_NODECAY, EFFNET_INIT_ONES, prefix, "1.weight", 1,
-                         out_c, 0, 0, 0);
-    if (l->w_idx < 0 || l->bn_idx < 0 ||
-        spec_add(s, err, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS, prefix, "1.bias", 1, out_c, 0,
-                 0, 0) < 0 ||
-        spec_add(s, err, EFFNET_BUF_FLOAT, EFFNET_INIT_ZEROS, prefix, "1.running_mean", 1, out_c,
-                 0, 0, 0) < 0 ||
-        spec_add(s, err, EFFNET_BUF_FLOAT, EFFNET_INIT_ONES, prefix, "1.running_var", 1, out_c, 0,
-                 0, 0) < 0 ||
-        spec_add(s, err, EFFNET_BUF_COUNTER, EFFNET_INIT_ZEROS, prefix,
-                 "1.num_batches_tracked", 0, 0, 0, 0, 0) < 0)
-        return -1;
-    return 0;
+    EFFNET_TRY(spec_add(s, &l->w_idx, EFFNET_PARAM_DECAY, EFFNET_INIT_KAIMING, prefix, "0.weight",
+                        4, out_c, in_c / groups, k, k, err));
+    EFFNET_TRY(spec_add(s, &l->bn_idx, EFFNET_PARAM_NODECAY, EFFNET_INIT_ONES, prefix, "1.weight",
+                        1, out_c, 0, 0, 0, err));
+    EFFNET_TRY(spec_add(s, NULL, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS, prefix, "1.bias", 1,
+                        out_c, 0, 0, 0, err));
+    EFFNET_TRY(spec_add(s, NULL, EFFNET_BUF_FLOAT, EFFNET_INIT_ZEROS, prefix, "1.running_mean", 1,
+                        out_c, 0, 0, 0, err));
+    EFFNET_TRY(spec_add(s, NULL, EFFNET_BUF_FLOAT, EFFNET_INIT_ONES, prefix, "1.running_var", 1,
+                        out_c, 0, 0, 0, err));
+    return spec_add(s, NULL, EFFNET_BUF_COUNTER, EFFNET_INIT_ZEROS, prefix, "1.num_batches_tracked",
+                    0, 0, 0, 0, 0, err);
 }
 
-static int add_se(effnet_spec *s, effnet_se *se, const char *prefix, int c, int sq,
-                  kiln_err *err)
+/* A weight [out, in(, 1, 1)] and its bias [out], *w_idx the weight's
+ * index: the SE block's 1×1 convs and the classifier. */
+static int add_weight_bias(effnet_spec *s, int *w_idx, const char *prefix, const char *weight,
+                           const char *bias, effnet_init init, int ndim, int out, int in,
+                           kiln_err *err)
+{
+    EFFNET_TRY(
+        spec_add(s, w_idx, EFFNET_PARAM_DECAY, init, prefix, weight, ndim, out, in, 1, 1, err));
+    return spec_add(s, NULL, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS, prefix, bias, 1, out, 0, 0, 0,
+                    err);
+}
+
+static int add_se(effnet_spec *s, effnet_se *se, const char *prefix, int c, int sq, kiln_err *err)
 {
     se->c = c;
     se->sq = sq;
-    se->fc1_idx = spec_add(s, err, EFFNET_PARAM_DECAY, EFFNET_INIT_KAIMING, prefix, "fc1.weight",
-                           4, sq, c, 1, 1);
-    if (se->fc1_idx < 0 ||
-        spec_add(s, err, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS, prefix, "fc1.bias", 1, sq, 0,
-                 0, 0) < 0)
-        return -1;
-    se->fc2_idx = spec_add(s, err, EFFNET_PARAM_DECAY, EFFNET_INIT_KAIMING, prefix, "fc2.weight",
-                           4, c, sq, 1, 1);
-    if (se->fc2_idx < 0 ||
-        spec_add(s, err, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS, prefix, "fc2.bias", 1, c, 0,
-                 0, 0) < 0)
-        return -1;
-    return 0;
+    EFFNET_TRY(add_weight_bias(s, &se->fc1_idx, prefix, "fc1.weight", "fc1.bias",
+                               EFFNET_INIT_KAIMING, 4, sq, c, err));
+    return add_weight_bias(s, &se->fc2_idx, prefix, "fc2.weight", "fc2.bias", EFFNET_INIT_KAIMING,
+                           4, c, sq, err);
+}
+
+/* "features.<stage + 1>.<index>.block.<j>.": layer j of a block. */
+static const char *block_prefix(char out[EFFNET_NAME_MAX], const effnet_block_cfg *c, int j)
+{
+    snprintf(out, EFFNET_NAME_MAX, "features.%d.%d.block.%d.", c->stage + 1, c->index, j);
+    return out;
 }
 
 static int add_block(effnet_spec *s, effnet_block *b, kiln_err *err)
@@ -108,51 +114,33 @@ static int add_block(effnet_spec *s, effnet_block *b, kiln_err *err)
     char prefix[EFFNET_NAME_MAX];
     int j = 0;
     b->has_expand = c->exp_c != c->in_c;
-    if (b->has_expand) {
-        snprintf(prefix, sizeof prefix, "features.%d.%d.block.%d.", c->stage + 1, c->index, j++);
-        if (add_cba(s, &b->expand, prefix, c->in_c, c->exp_c, 1, 1, 1, 1, err) < 0)
-            return -1;
-    }
-    snprintf(prefix, sizeof prefix, "features.%d.%d.block.%d.", c->stage + 1, c->index, j++);
-    if (add_cba(s, &b->dw, prefix, c->exp_c, c->exp_c, c->kernel, c->stride, c->exp_c, 1, err) <
-        0)
-        return -1;
-    snprintf(prefix, sizeof prefix, "features.%d.%d.block.%d.", c->stage + 1, c->index, j++);
-    if (add_se(s, &b->se, prefix, c->exp_c, c->sq_c, err) < 0)
-        return -1;
-    snprintf(prefix, sizeof prefix, "features.%d.%d.block.%d.", c->stage + 1, c->index, j++);
-    return add_cba(s, &b->project, prefix, c->exp_c, c->out_c, 1, 1, 1, 0, err);
+    if (b->has_expand)
+        EFFNET_TRY(add_cba(s, &b->expand, block_prefix(prefix, c, j++), c->in_c, c->exp_c, 1, 1, 1,
+                           1, err));
+    EFFNET_TRY(add_cba(s, &b->dw, block_prefix(prefix, c, j++), c->exp_c, c->exp_c, c->kernel,
+                       c->stride, c->exp_c, 1, err));
+    EFFNET_TRY(add_se(s, &b->se, block_prefix(prefix, c, j++), c->exp_c, c->sq_c, err));
+    return add_cba(s, &b->project, block_prefix(prefix, c, j++), c->exp_c, c->out_c, 1, 1, 1, 0,
+                   err);
 }
 
 int effnet_build(kiln_effnet *m, kiln_err *err)
 {
     effnet_spec *s = &m->spec;
     const effnet_cfg *cfg = &m->cfg;
-    if (add_cba(s, &m->stem, "features.0.", 3, cfg->stem_c, 3, 2, 1, 1, err) < 0)
-        return err ? err->code : KILN_ENOMEM;
+    EFFNET_TRY(add_cba(s, &m->stem, "features.0.", 3, cfg->stem_c, 3, 2, 1, 1, err));
     for (int i = 0; i < cfg->n_blocks; i++) {
         m->blocks[i].cfg = cfg->blocks[i];
-        if (add_block(s, &m->blocks[i], err) < 0)
-            return err ? err->code : KILN_ENOMEM;
+        EFFNET_TRY(add_block(s, &m->blocks[i], err));
     }
     char prefix[EFFNET_NAME_MAX];
     snprintf(prefix, sizeof prefix, "features.%d.", EFFNET_STAGES + 1);
-    if (add_cba(s, &m->head, prefix, cfg->head_in, cfg->head_c, 1, 1, 1, 1, err) < 0)
-        return err ? err->code : KILN_ENOMEM;
-    m->fc_idx = spec_add(s, err, EFFNET_PARAM_DECAY, EFFNET_INIT_LINEAR, "classifier.1.",
-                         "weight", 2, m->num_classes, cfg->head_c, 0, 0);
-    if (m->fc_idx < 0 || spec_add(s, err, EFFNET_PARAM_NODECAY, EFFNET_INIT_ZEROS,
-                                  "classifier.1.", "bias", 1, m->num_classes, 0, 0, 0) < 0)
-        return err ? err->code : KILN_ENOMEM;
-    return KILN_OK;
+    EFFNET_TRY(add_cba(s, &m->head, prefix, cfg->head_in, cfg->head_c, 1, 1, 1, 1, err));
+    return add_weight_bias(s, &m->fc_idx, "classifier.1.", "weight", "bias", EFFNET_INIT_LINEAR, 2,
+                           m->num_classes, cfg->head_c, err);
 }
 
 /* --- layout ----------------------------------------------------------- */
-
-static size_t align_up(size_t n)
-{
-    return (n + EFFNET_ALIGN - 1) / EFFNET_ALIGN * EFFNET_ALIGN;
-}
 
 /* Offsets: decay params, then no-decay params (flat buffer); float buffers;
  * counters. Fills m->t (without pointers) and the index lists. */
@@ -171,7 +159,7 @@ static int layout(kiln_effnet *m, kiln_err *err)
             if (m->spec.e[i].kind != want)
                 continue;
             m->t[i].offset = flat;
-            flat = align_up(flat + m->spec.e[i].count);
+            flat = effnet_align_up(flat + m->spec.e[i].count);
         }
         if (pass == 0)
             m->decay_floats = flat;
@@ -193,7 +181,7 @@ static int layout(kiln_effnet *m, kiln_err *err)
             m->buf_ix[m->n_bufs++] = i;
             if (e->kind == EFFNET_BUF_FLOAT) {
                 t->offset = bufs;
-                bufs = align_up(bufs + e->count);
+                bufs = effnet_align_up(bufs + e->count);
             } else {
                 t->offset = m->n_counters++;
             }
@@ -201,6 +189,12 @@ static int layout(kiln_effnet *m, kiln_err *err)
     }
     m->buffer_floats = bufs;
     return KILN_OK;
+}
+
+/* save_mean + save_invstd of one BatchNorm. */
+static size_t cba_save_floats(const effnet_cba *l)
+{
+    return 2 * effnet_align_up((size_t)l->conv.out_c);
 }
 
 static void resolve_cba(kiln_effnet *m, effnet_cba *l, float **save)
@@ -216,8 +210,18 @@ static void resolve_cba(kiln_effnet *m, effnet_cba *l, float **save)
     l->rvar = t[l->bn_idx + 3].data;
     l->batches = t[l->bn_idx + 4].counter;
     l->save_mean = *save;
-    l->save_invstd = *save + align_up((size_t)l->conv.out_c);
-    *save += 2 * align_up((size_t)l->conv.out_c);
+    l->save_invstd = *save + effnet_align_up((size_t)l->conv.out_c);
+    *save += cba_save_floats(l);
+}
+
+/* The pointers of an add_weight_bias pair at spec index idx. */
+static void resolve_weight_bias(const kiln_effnet *m, int idx, float **w, float **dw, float **b,
+                                float **db)
+{
+    *w = m->t[idx].data;
+    *dw = m->t[idx].grad;
+    *b = m->t[idx + 1].data;
+    *db = m->t[idx + 1].grad;
 }
 
 /* Pointers into the flat buffers for every tensor and layer. */
@@ -248,31 +252,22 @@ static void resolve(kiln_effnet *m)
         resolve_cba(m, &b->dw, &save);
         resolve_cba(m, &b->project, &save);
         effnet_se *se = &b->se;
-        se->w1 = m->t[se->fc1_idx].data;
-        se->dw1 = m->t[se->fc1_idx].grad;
-        se->b1 = m->t[se->fc1_idx + 1].data;
-        se->db1 = m->t[se->fc1_idx + 1].grad;
-        se->w2 = m->t[se->fc2_idx].data;
-        se->dw2 = m->t[se->fc2_idx].grad;
-        se->b2 = m->t[se->fc2_idx + 1].data;
-        se->db2 = m->t[se->fc2_idx + 1].grad;
+        resolve_weight_bias(m, se->fc1_idx, &se->w1, &se->dw1, &se->b1, &se->db1);
+        resolve_weight_bias(m, se->fc2_idx, &se->w2, &se->dw2, &se->b2, &se->db2);
     }
     resolve_cba(m, &m->head, &save);
-    m->fc_w = m->t[m->fc_idx].data;
-    m->dfc_w = m->t[m->fc_idx].grad;
-    m->fc_b = m->t[m->fc_idx + 1].data;
-    m->dfc_b = m->t[m->fc_idx + 1].grad;
+    resolve_weight_bias(m, m->fc_idx, &m->fc_w, &m->dfc_w, &m->fc_b, &m->dfc_b);
 }
 
 /* save_mean + save_invstd for every BN. */
 static size_t bn_save_floats(const kiln_effnet *m)
 {
-    size_t n = 2 * align_up((size_t)m->stem.conv.out_c) + 2 * align_up((size_t)m->head.conv.out_c);
+    size_t n = cba_save_floats(&m->stem) + cba_save_floats(&m->head);
     for (int i = 0; i < m->cfg.n_blocks; i++) {
         const effnet_block *b = &m->blocks[i];
         if (b->has_expand)
-            n += 2 * align_up((size_t)b->expand.conv.out_c);
-        n += 2 * align_up((size_t)b->dw.conv.out_c) + 2 * align_up((size_t)b->project.conv.out_c);
+            n += cba_save_floats(&b->expand);
+        n += cba_save_floats(&b->dw) + cba_save_floats(&b->project);
     }
     return n;
 }
@@ -284,18 +279,11 @@ static int allocate(kiln_effnet *m, kiln_err *err)
     if (!m->counters)
         return kiln_err_set(err, KILN_ENOMEM, "out of memory for BatchNorm counters");
     m->bn_save_floats = bn_save_floats(m);
-    m->params = be->ops->alloc(be, m->flat_floats * sizeof(float), err);
-    if (!m->params)
-        return err ? err->code : KILN_ENOMEM;
-    m->grads = be->ops->alloc(be, m->flat_floats * sizeof(float), err);
-    if (!m->grads)
-        return err ? err->code : KILN_ENOMEM;
-    m->buffers = be->ops->alloc(be, m->buffer_floats * sizeof(float), err);
-    if (!m->buffers)
-        return err ? err->code : KILN_ENOMEM;
-    m->bn_save = be->ops->alloc(be, m->bn_save_floats * sizeof(float), err);
-    if (!m->bn_save)
-        return err ? err->code : KILN_ENOMEM;
+    float **bufs[] = {&m->params, &m->grads, &m->buffers, &m->bn_save};
+    size_t floats[] = {m->flat_floats, m->flat_floats, m->buffer_floats, m->bn_save_floats};
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        if (!(*bufs[i] = be->ops->alloc(be, floats[i] * sizeof(float), err)))
+            return err ? err->code : KILN_ENOMEM;
     int rc = be->ops->fill(be, m->grads, 0.0f, m->flat_floats, err);
     if (rc == KILN_OK)
         rc = be->ops->fill(be, m->bn_save, 0.0f, m->bn_save_floats, err);
@@ -360,17 +348,10 @@ void kiln_effnet_destroy(kiln_effnet *m)
     if (!m)
         return;
     effnet_plan_free(m);
-    if (m->be) {
-        kiln_nn_backend *be = m->be;
-        if (m->params)
-            be->ops->release(be, m->params);
-        if (m->grads)
-            be->ops->release(be, m->grads);
-        if (m->buffers)
-            be->ops->release(be, m->buffers);
-        if (m->bn_save)
-            be->ops->release(be, m->bn_save);
-    }
+    float *bufs[] = {m->params, m->grads, m->buffers, m->bn_save};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i] && m->be)
+            m->be->ops->release(m->be, bufs[i]);
     free(m->counters);
     free(m->t);
     free(m->param_ix);

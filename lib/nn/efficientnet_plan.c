@@ -20,7 +20,7 @@ typedef struct planner {
 static float *take(planner *p, size_t count)
 {
     size_t off = p->used;
-    p->used += (count + EFFNET_ALIGN - 1) / EFFNET_ALIGN * EFFNET_ALIGN;
+    p->used += effnet_align_up(count);
     return p->base ? p->base + off : NULL;
 }
 
@@ -37,13 +37,19 @@ static void note_row(planner *p, size_t c)
         p->max_row = c;
 }
 
-static void plan_cba(planner *p, effnet_cba *l, int n, int h, int w, const float *x)
+/* A layer's input: its size, and so its output's; the pointer it reads. */
+static void cba_input(effnet_cba *l, int h, int w, const float *x)
 {
     l->h = h;
     l->w = w;
     l->oh = kiln_conv_out(&l->conv, h);
     l->ow = kiln_conv_out(&l->conv, w);
     l->x = x;
+}
+
+static void plan_cba(planner *p, effnet_cba *l, int n, int h, int w, const float *x)
+{
+    cba_input(l, h, w, x);
     size_t count = (size_t)n * (size_t)l->conv.out_c * (size_t)l->oh * (size_t)l->ow;
     l->c = take_big(p, count);
     l->b = take_big(p, count);
@@ -120,11 +126,7 @@ static void plan_walk(kiln_effnet *m, planner *p, int n, int h, int w)
 
 static void infer_cba(effnet_cba *l, int h, int w, const float *x, float *c, float *b)
 {
-    l->h = h;
-    l->w = w;
-    l->oh = kiln_conv_out(&l->conv, h);
-    l->ow = kiln_conv_out(&l->conv, w);
-    l->x = x;
+    cba_input(l, h, w, x);
     l->c = c;
     l->b = b;
     l->a = b;
@@ -163,19 +165,28 @@ static void infer_walk(kiln_effnet *m, float *region[3], float *se_small[5], int
     infer_cba(&m->head, h, w, region[cur], region[(cur + 1) % 3], region[(cur + 2) % 3]);
 }
 
+/* The plan's one backend allocation. */
+static int alloc_arena(kiln_effnet *m, size_t floats, const char *what, int batch, int h, int w,
+                       kiln_err *err)
+{
+    m->arena = m->be->ops->alloc(m->be, floats * sizeof(float), err);
+    if (!m->arena)
+        return kiln_err_wrap(err, "planning EfficientNet %sfor [%d, 3, %d, %d] (%zu MiB)", what,
+                             batch, h, w, floats * sizeof(float) >> 20);
+    m->arena_bytes = floats * sizeof(float);
+    return KILN_OK;
+}
+
 static int plan_inference(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
 {
     planner sizes = {0};
     plan_walk(m, &sizes, batch, h, w); /* for the largest activation and row */
-    size_t big = (sizes.max_big + EFFNET_ALIGN - 1) / EFFNET_ALIGN * EFFNET_ALIGN;
-    size_t row = ((size_t)batch * sizes.max_row + EFFNET_ALIGN - 1) / EFFNET_ALIGN * EFFNET_ALIGN;
+    size_t big = effnet_align_up(sizes.max_big);
+    size_t row = effnet_align_up((size_t)batch * sizes.max_row);
     size_t f = (size_t)batch * m->cfg.head_c, logits = (size_t)batch * m->num_classes;
-    size_t floats = 3 * big + 5 * row + f + logits;
-    m->arena = m->be->ops->alloc(m->be, floats * sizeof(float), err);
-    if (!m->arena)
-        return kiln_err_wrap(err, "planning EfficientNet inference for [%d, 3, %d, %d] "
-                             "(%zu MiB)", batch, h, w, floats * sizeof(float) >> 20);
-    m->arena_bytes = floats * sizeof(float);
+    int rc = alloc_arena(m, 3 * big + 5 * row + f + logits, "inference ", batch, h, w, err);
+    if (rc != KILN_OK)
+        return rc;
     float *base = m->arena, *region[3], *se_small[5];
     for (int i = 0; i < 3; i++)
         region[i] = base + (size_t)i * big;
@@ -202,6 +213,21 @@ void effnet_plan_free(kiln_effnet *m)
     m->train_forward_done = 0;
 }
 
+/* Everything forward and backward keep: two walks, one to size the arena
+ * and one to lay it out. */
+static int plan_training(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
+{
+    planner p = {0};
+    plan_walk(m, &p, batch, h, w);
+    int rc = alloc_arena(m, p.used, "", batch, h, w, err);
+    if (rc != KILN_OK)
+        return rc;
+    memset(&p, 0, sizeof p);
+    p.base = m->arena;
+    plan_walk(m, &p, batch, h, w);
+    return KILN_OK;
+}
+
 static int plan(kiln_effnet *m, int batch, int h, int w, int inference, kiln_err *err)
 {
     if (batch < 1 || batch > EFFNET_MAX_BATCH || h < 1 || h > EFFNET_MAX_SIDE || w < 1 ||
@@ -213,30 +239,13 @@ static int plan(kiln_effnet *m, int batch, int h, int w, int inference, kiln_err
     if (m->arena && m->n == batch && m->h == h && m->w == w && m->inference == inference)
         return KILN_OK;
     effnet_plan_free(m);
-    if (inference) {
-        int rc = plan_inference(m, batch, h, w, err);
-        if (rc != KILN_OK)
-            return rc;
-        m->n = batch;
-        m->h = h;
-        m->w = w;
-        m->inference = 1;
-        return KILN_OK;
-    }
-    planner p = {0};
-    plan_walk(m, &p, batch, h, w);
-    size_t floats = p.used;
-    m->arena = m->be->ops->alloc(m->be, floats * sizeof(float), err);
-    if (!m->arena)
-        return kiln_err_wrap(err, "planning EfficientNet for [%d, 3, %d, %d] (%zu MiB)", batch,
-                             h, w, floats * sizeof(float) >> 20);
-    m->arena_bytes = floats * sizeof(float);
-    memset(&p, 0, sizeof p);
-    p.base = m->arena;
-    plan_walk(m, &p, batch, h, w);
+    int rc = inference ? plan_inference(m, batch, h, w, err) : plan_training(m, batch, h, w, err);
+    if (rc != KILN_OK)
+        return rc;
     m->n = batch;
     m->h = h;
     m->w = w;
+    m->inference = inference;
     return KILN_OK;
 }
 

@@ -58,6 +58,17 @@ void kiln_st_writer_destroy(kiln_st_writer *w)
     free(w);
 }
 
+/* `arr` with room for twice its *cap elements (`first` when empty); NULL,
+ * with arr and *cap as they were, when out of memory. */
+static void *grow_array(void *arr, size_t *cap, size_t elem_size, size_t first)
+{
+    size_t n = *cap ? 2 * *cap : first;
+    void *grown = realloc(arr, n * elem_size);
+    if (grown)
+        *cap = n;
+    return grown;
+}
+
 /* Bytes of a shape, 0 with *ok = 0 when it is negative or overflows. */
 static size_t shape_bytes(kiln_st_dtype dtype, int ndim, const int64_t *shape, int *ok)
 {
@@ -106,12 +117,10 @@ int kiln_st_writer_add(kiln_st_writer *w, const char *name, kiln_st_dtype dtype,
     if (bytes && !data)
         return kiln_err_set(err, KILN_EINVAL, "safetensors: tensor '%s' has no data", name);
     if (w->count == w->cap) {
-        size_t cap = w->cap ? 2 * w->cap : 16;
-        st_entry *grown = realloc(w->entries, cap * sizeof *grown);
+        st_entry *grown = grow_array(w->entries, &w->cap, sizeof *grown, 16);
         if (!grown)
             return kiln_err_set(err, KILN_ENOMEM, "out of memory adding tensor '%s'", name);
         w->entries = grown;
-        w->cap = cap;
     }
     st_entry *e = &w->entries[w->count];
     memset(e, 0, sizeof *e);
@@ -138,12 +147,10 @@ int kiln_st_writer_metadata(kiln_st_writer *w, const char *key, const char *valu
             return kiln_err_set(err, KILN_EINVAL, "safetensors: metadata key '%s' set twice",
                                 key);
     if (w->meta_count == w->meta_cap) {
-        size_t cap = w->meta_cap ? 2 * w->meta_cap : 8;
-        st_kv *grown = realloc(w->meta, cap * sizeof *grown);
+        st_kv *grown = grow_array(w->meta, &w->meta_cap, sizeof *grown, 8);
         if (!grown)
             return kiln_err_set(err, KILN_ENOMEM, "out of memory adding metadata '%s'", key);
         w->meta = grown;
-        w->meta_cap = cap;
     }
     st_kv *kv = &w->meta[w->meta_count];
     kv->key = strdup(key);

@@ -137,7 +137,8 @@ void cpu_run(cpu_impl *c, size_t items, kiln_pool_fn fn, void *ctx)
             fn(ctx, i, 0);
         return;
     }
-    kiln_pool_run(c->pool, items, fn, ctx);
+    /* The CPU items never fail (they return 0), so neither does the run. */
+    (void)kiln_pool_run(c->pool, items, fn, ctx);
 }
 
 size_t cpu_split(const cpu_impl *c, size_t work, size_t min_per_item)
@@ -147,6 +148,17 @@ size_t cpu_split(const cpu_impl *c, size_t work, size_t min_per_item)
     size_t items = work / min_per_item;
     size_t want = (size_t)c->threads * 4;
     return items < want ? items : want;
+}
+
+size_t cpu_units_per_item(const cpu_impl *c, size_t units, size_t unit_floats, size_t min_floats)
+{
+    size_t min_units = unit_floats >= min_floats ? 1 : min_floats / (unit_floats ? unit_floats : 1);
+    return cpu_div_up(units, cpu_split(c, units, min_units));
+}
+
+size_t cpu_chunk_floats(const cpu_impl *c, size_t count, size_t min_floats)
+{
+    return cpu_round_up(cpu_div_up(count, cpu_split(c, count, min_floats)), CPU_VEC_PAD);
 }
 
 int cpu_check_ptrs(kiln_err *err, const char *op, int n, ...)
@@ -253,9 +265,7 @@ kiln_nn_backend *kiln_nn_cpu_create(int threads, kiln_err *err)
         goto fail;
     cpu_kernels_generic(&c->k);
     /* KILN_CPU_ISA caps the instruction set (tests run every set). */
-    const char *isa = getenv("KILN_CPU_ISA");
-    if (!isa || strcmp(isa, "sse2") != 0)
-        cpu_kernels_best(&c->k, isa);
+    cpu_kernels_best(&c->k, getenv("KILN_CPU_ISA"));
     /* See cpu_internal.h: parallelism comes from the pool, one BLAS thread
      * per pool item. */
     openblas_set_num_threads(1);

@@ -13,8 +13,9 @@
 #include "nn/cpu/cpu_internal.h"
 
 #define BN_SMALL_HW 64
-#define BN_VEC_HW 16 /* rows this long use the vector kernels for y and dx */
-#define BN_BLOCK 256 /* channels per item on the small-plane path */
+#define BN_VEC_HW 16      /* rows this long use the vector kernels for y and dx */
+#define BN_BLOCK 256      /* channels per item on the small-plane path */
+#define BN_MIN_ITEM 16384 /* aim for items of at least this many floats */
 
 typedef struct bn_ctx {
     cpu_impl *c;
@@ -37,30 +38,29 @@ static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
 
 static void channel_range(const bn_ctx *b, size_t item, int *c0, int *c1)
 {
-    size_t lo = item * b->per_item, hi = lo + b->per_item;
+    size_t lo, hi;
+    cpu_item_range(item, b->per_item, (size_t)b->ch, &lo, &hi);
     *c0 = (int)lo;
-    *c1 = hi < (size_t)b->ch ? (int)hi : b->ch;
+    *c1 = (int)hi;
 }
 
-static const float *row(const bn_ctx *b, const float *t, int s, int ch)
+/* Offset of the (sample s, channel ch) row of an [n, c, hw] tensor. */
+static size_t row(const bn_ctx *b, int s, int ch)
 {
-    return t + ((size_t)s * b->ch + ch) * (size_t)b->hw;
+    return ((size_t)s * b->ch + ch) * (size_t)b->hw;
 }
 
-static float *row_out(const bn_ctx *b, float *t, int s, int ch)
+/* Fills in the shape and runs fn over blocks of channels. */
+static void run_channels(kiln_nn_backend *be, int n, int c, int hw, bn_ctx *b, kiln_pool_fn fn)
 {
-    return t + ((size_t)s * b->ch + ch) * (size_t)b->hw;
-}
-
-static void run_channels(bn_ctx *b, kiln_pool_fn fn)
-{
-    size_t per_channel = (size_t)b->n * b->hw;
-    size_t min_ch = per_channel >= 16384 ? 1 : 16384 / (per_channel ? per_channel : 1);
-    size_t items = cpu_split(b->c, (size_t)b->ch, min_ch);
-    b->per_item = ((size_t)b->ch + items - 1) / items;
-    if (b->hw < BN_SMALL_HW && b->per_item > BN_BLOCK)
+    b->c = cpu_of(be);
+    b->n = n;
+    b->ch = c;
+    b->hw = hw;
+    b->per_item = cpu_units_per_item(b->c, (size_t)c, (size_t)n * hw, BN_MIN_ITEM);
+    if (hw < BN_SMALL_HW && b->per_item > BN_BLOCK)
         b->per_item = BN_BLOCK;
-    cpu_run(b->c, ((size_t)b->ch + b->per_item - 1) / b->per_item, fn, b);
+    cpu_run(b->c, cpu_div_up((size_t)c, b->per_item), fn, b);
 }
 
 /* Per channel of [c0, c1): mean and the sum of squared deviations. */
@@ -75,16 +75,16 @@ static void batch_stats(const bn_ctx *b, int c0, int c1, double *mean, double *s
     if (hw >= BN_SMALL_HW) {
         for (int i = 0; i < nc; i++) {
             for (int s = 0; s < b->n; s++)
-                mean[i] += k->sum(hw, row(b, b->x, s, c0 + i));
+                mean[i] += k->sum(hw, b->x + row(b, s, c0 + i));
             mean[i] /= cnt;
             for (int s = 0; s < b->n; s++)
-                ssd[i] += k->sum_sq_dev(hw, row(b, b->x, s, c0 + i), (float)mean[i]);
+                ssd[i] += k->sum_sq_dev(hw, b->x + row(b, s, c0 + i), (float)mean[i]);
         }
         return;
     }
     for (int s = 0; s < b->n; s++)
         for (int i = 0; i < nc; i++) {
-            const float *r = row(b, b->x, s, c0 + i);
+            const float *r = b->x + row(b, s, c0 + i);
             for (size_t j = 0; j < hw; j++)
                 mean[i] += r[j];
         }
@@ -92,7 +92,7 @@ static void batch_stats(const bn_ctx *b, int c0, int c1, double *mean, double *s
         mean[i] /= cnt;
     for (int s = 0; s < b->n; s++)
         for (int i = 0; i < nc; i++) {
-            const float *r = row(b, b->x, s, c0 + i);
+            const float *r = b->x + row(b, s, c0 + i);
             for (size_t j = 0; j < hw; j++) {
                 double d = (double)r[j] - mean[i];
                 ssd[i] += d * d;
@@ -106,8 +106,8 @@ static void apply_affine(const bn_ctx *b, int c0, int c1, const float *a, const 
     size_t hw = (size_t)b->hw;
     for (int s = 0; s < b->n; s++)
         for (int i = 0; i < c1 - c0; i++) {
-            const float *x = row(b, b->x, s, c0 + i);
-            float *y = row_out(b, b->y, s, c0 + i);
+            const float *x = b->x + row(b, s, c0 + i);
+            float *y = b->y + row(b, s, c0 + i);
             if (hw >= BN_VEC_HW) {
                 b->c->k.affine(hw, x, a[i], sh[i], y);
                 continue;
@@ -163,11 +163,7 @@ int cpu_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float 
     if ((rc = cpu_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean, running_var,
                              y, save_mean, save_invstd)))
         return rc;
-    bn_ctx b = {.c = cpu_of(be),
-                .n = n,
-                .ch = c,
-                .hw = hw,
-                .x = x,
+    bn_ctx b = {.x = x,
                 .gamma = gamma,
                 .beta = beta,
                 .run_mean = running_mean,
@@ -177,7 +173,7 @@ int cpu_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float 
                 .save_invstd = save_invstd,
                 .momentum = momentum,
                 .eps = eps};
-    run_channels(&b, train_item);
+    run_channels(be, n, c, hw, &b, train_item);
     return KILN_OK;
 }
 
@@ -213,18 +209,14 @@ int cpu_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *
     if ((rc = cpu_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean, running_var,
                              y)))
         return rc;
-    bn_ctx b = {.c = cpu_of(be),
-                .n = n,
-                .ch = c,
-                .hw = hw,
-                .x = x,
+    bn_ctx b = {.x = x,
                 .gamma = gamma,
                 .beta = beta,
                 .rmean = running_mean,
                 .rvar = running_var,
                 .y = y,
                 .eps = eps};
-    run_channels(&b, eval_item);
+    run_channels(be, n, c, hw, &b, eval_item);
     return KILN_OK;
 }
 
@@ -237,7 +229,7 @@ static void backward_sums(const bn_ctx *b, int c0, int c1, double *sum_dy, doubl
         sum_dy[i] = dot[i] = 0;
     for (int s = 0; s < b->n; s++)
         for (int i = 0; i < nc; i++) {
-            const float *g = row(b, b->dy, s, c0 + i), *x = row(b, b->x, s, c0 + i);
+            const float *g = b->dy + row(b, s, c0 + i), *x = b->x + row(b, s, c0 + i);
             float mean = b->mean_in[c0 + i];
             if (hw >= BN_SMALL_HW) {
                 double ts, td;
@@ -279,8 +271,9 @@ static int backward_item(void *arg, size_t item, int worker)
         }
         for (int s = 0; s < b->n; s++)
             for (int i = 0; i < hi - lo; i++) {
-                const float *x = row(b, b->x, s, lo + i), *g = row(b, b->dy, s, lo + i);
-                float *dx = row_out(b, b->dx, s, lo + i), mean = b->mean_in[lo + i];
+                size_t r = row(b, s, lo + i);
+                const float *x = b->x + r, *g = b->dy + r;
+                float *dx = b->dx + r, mean = b->mean_in[lo + i];
                 if (b->hw >= BN_VEC_HW) {
                     b->c->k.bn_backward((size_t)b->hw, x, g, mean, a[i], bc[i], cc[i], dx);
                     continue;
@@ -304,11 +297,7 @@ int cpu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, c
     if ((rc = cpu_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
                              dgamma, dbeta)))
         return rc;
-    bn_ctx b = {.c = cpu_of(be),
-                .n = n,
-                .ch = c,
-                .hw = hw,
-                .x = x,
+    bn_ctx b = {.x = x,
                 .dy = dy,
                 .gamma = gamma,
                 .mean_in = save_mean,
@@ -316,6 +305,6 @@ int cpu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, c
                 .dx = dx,
                 .dgamma = dgamma,
                 .dbeta = dbeta};
-    run_channels(&b, backward_item);
+    run_channels(be, n, c, hw, &b, backward_item);
     return KILN_OK;
 }

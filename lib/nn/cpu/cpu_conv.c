@@ -71,6 +71,16 @@ static void gather(const float *src, int s0, int s1, int rows, int hw, float *X)
     }
 }
 
+/* Per-worker scratch when samples are gathered ns at a time: the gathered
+ * K × G matrix (G = ns*hw columns), then `rows` × G for the other one. */
+static int pw_reserve(cpu_impl *c, int ns, int hw, int K, int rows, kiln_err *err)
+{
+    if (ns == 1)
+        return KILN_OK;
+    size_t G = (size_t)ns * (size_t)hw;
+    return cpu_reserve_worker(c, cpu_round_up((size_t)K * G, CPU_VEC_PAD) + (size_t)rows * G, err);
+}
+
 static int pw_item(void *arg, size_t i, int worker)
 {
     pw_ctx *p = arg;
@@ -135,13 +145,9 @@ static int pw_apply(cpu_impl *c, int trans, int M, int K, int n, int hw, const f
         p.rbs = (M + p.nrb - 1) / p.nrb;
         p.nrb = (M + p.rbs - 1) / p.rbs;
     }
-    if (p.ns > 1) {
-        size_t G = (size_t)p.ns * (size_t)hw;
-        int rc = cpu_reserve_worker(c, cpu_round_up((size_t)K * G, CPU_VEC_PAD) + (size_t)p.rbs * G,
-                                    err);
-        if (rc)
-            return rc;
-    }
+    int rc = pw_reserve(c, p.ns, hw, K, p.rbs, err);
+    if (rc)
+        return rc;
     cpu_run(c, (size_t)groups * (size_t)p.ncb * (size_t)p.nrb, pw_item, &p);
     return KILN_OK;
 }
@@ -200,13 +206,9 @@ static int pw_filter(cpu_impl *c, int out, int in, int n, int hw, const float *x
         nrb = 1;
     p.rbs = (out + nrb - 1) / nrb;
     nrb = (out + p.rbs - 1) / p.rbs;
-    if (p.ns > 1) {
-        size_t G = (size_t)p.ns * (size_t)hw;
-        int rc = cpu_reserve_worker(
-            c, cpu_round_up((size_t)in * G, CPU_VEC_PAD) + (size_t)p.rbs * G, err);
-        if (rc)
-            return rc;
-    }
+    int rc = pw_reserve(c, p.ns, hw, in, p.rbs, err);
+    if (rc)
+        return rc;
     cpu_run(c, (size_t)nrb, pwf_item, &p);
     return KILN_OK;
 }
@@ -381,44 +383,50 @@ static int ic_setup(ic_ctx *p, cpu_impl *c, const kiln_conv_desc *d, int n, int 
 
 /* ---- entry points ------------------------------------------------------ */
 
-int cpu_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
-                     const float *x, const float *weight, float *y, kiln_err *err)
+/* Forward (y from x) and backward data (dx from dy: the transposed conv)
+ * map one activation to another through the weights and differ only in
+ * the kernels that run. */
+static int conv_apply(kiln_nn_backend *be, int data, const kiln_conv_desc *d, int n, int h, int w,
+                      const float *in, const float *weight, float *out, kiln_err *err)
 {
-    int rc = conv_check("conv_forward", d, n, h, w, x, weight, y, err);
+    const char *op = data ? "conv_backward_data" : "conv_forward";
+    int rc = conv_check(op, d, n, h, w, in, weight, out, err);
     if (rc)
         return rc;
     cpu_impl *c = cpu_of(be);
     if (n == 0)
         return KILN_OK;
     if (is_depthwise(d))
-        return cpu_dw_forward(c, d, n, h, w, x, weight, y, err);
+        return data ? cpu_dw_backward_data(c, d, n, h, w, in, weight, out, err)
+                    : cpu_dw_forward(c, d, n, h, w, in, weight, out, err);
     if (is_pointwise(d))
-        return pw_apply(c, 0, d->out_c, d->in_c, n, h * w, weight, x, y, err);
-    ic_ctx p = {.x = x, .w = weight, .y = y};
+        return data ? pw_apply(c, 1, d->in_c, d->out_c, n, h * w, weight, in, out, err)
+                    : pw_apply(c, 0, d->out_c, d->in_c, n, h * w, weight, in, out, err);
+    ic_ctx p = {.w = weight};
     if ((rc = ic_setup(&p, c, d, n, h, w, err)))
         return rc;
-    cpu_run(c, (size_t)n * (size_t)p.nrb, ic_forward_item, &p);
+    if (data) {
+        p.dy = in;
+        p.dx = out;
+        cpu_run(c, (size_t)n, ic_data_item, &p);
+    } else {
+        p.x = in;
+        p.y = out;
+        cpu_run(c, (size_t)n * (size_t)p.nrb, ic_forward_item, &p);
+    }
     return KILN_OK;
+}
+
+int cpu_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                     const float *x, const float *weight, float *y, kiln_err *err)
+{
+    return conv_apply(be, 0, d, n, h, w, x, weight, y, err);
 }
 
 int cpu_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                            const float *dy, const float *weight, float *dx, kiln_err *err)
 {
-    int rc = conv_check("conv_backward_data", d, n, h, w, dy, weight, dx, err);
-    if (rc)
-        return rc;
-    cpu_impl *c = cpu_of(be);
-    if (n == 0)
-        return KILN_OK;
-    if (is_depthwise(d))
-        return cpu_dw_backward_data(c, d, n, h, w, dy, weight, dx, err);
-    if (is_pointwise(d))
-        return pw_apply(c, 1, d->in_c, d->out_c, n, h * w, weight, dy, dx, err);
-    ic_ctx p = {.w = weight, .dy = dy, .dx = dx};
-    if ((rc = ic_setup(&p, c, d, n, h, w, err)))
-        return rc;
-    cpu_run(c, (size_t)n, ic_data_item, &p);
-    return KILN_OK;
+    return conv_apply(be, 1, d, n, h, w, dy, weight, dx, err);
 }
 
 int cpu_conv_backward_filter(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,

@@ -118,9 +118,8 @@ static int forward_item(void *arg, size_t item, int worker)
     const dw_plan *d = arg;
     float *planes = d->c->scratch[worker];
     float *out = planes + (size_t)d->s * d->s * d->pstride;
-    size_t total = (size_t)d->n * d->ch, hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
-    size_t first = item * d->per_item;
-    size_t last = first + d->per_item < total ? first + d->per_item : total;
+    size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow, first, last;
+    cpu_item_range(item, d->per_item, (size_t)d->n * d->ch, &first, &last);
     int kk = d->k * d->k;
     for (size_t pl = first; pl < last; pl++) {
         const float *wk = d->wt + (pl % (size_t)d->ch) * (size_t)kk;
@@ -192,9 +191,8 @@ static int data_item(void *arg, size_t item, int worker)
     float *pad = d->c->scratch[worker];
     float *out = pad + d->pstride;
     size_t olen = cpu_round_up(d->len, CPU_VEC_PAD);
-    size_t total = (size_t)d->n * d->ch, hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow;
-    size_t first = item * d->per_item;
-    size_t last = first + d->per_item < total ? first + d->per_item : total;
+    size_t hw = (size_t)d->h * d->w, ohw = (size_t)d->oh * d->ow, first, last;
+    cpu_item_range(item, d->per_item, (size_t)d->n * d->ch, &first, &last);
     int m = (d->k - 1) / d->s, s = d->s;
     float tw[DW_MAX_TAPS];
     for (size_t pl = first; pl < last; pl++) {
@@ -325,8 +323,8 @@ static int blocked_item(void *arg, size_t item, int worker, int data)
     float *out = in + (data ? ohw : hw) * (size_t)cb;
     float *W = d->c->scratch[worker] + cpu_round_up((hw + ohw) * (size_t)cb, CPU_VEC_PAD);
     cpu_dw_geom g = geom_of(d);
-    size_t first = item * d->per_item, total = (size_t)d->n * nb;
-    size_t last = first + d->per_item < total ? first + d->per_item : total;
+    size_t first, last;
+    cpu_item_range(item, d->per_item, (size_t)d->n * nb, &first, &last);
     int packed_block = -1;
     for (size_t u = first; u < last; u++) {
         int s = (int)(u / (size_t)nb), b = (int)(u % (size_t)nb);
@@ -405,14 +403,39 @@ static void plan_init(dw_plan *d, cpu_impl *c, const kiln_conv_desc *desc, int n
     d->ow = kiln_conv_out(desc, w);
 }
 
-/* Cut `units` (planes or channels of `unit_floats` each) into items. */
+/* Cut `units` (planes or channel blocks of `unit_floats` each) into items;
+ * returns how many. */
 static size_t plan_items(dw_plan *d, size_t units, size_t unit_floats)
 {
-    size_t min_units =
-        unit_floats >= DW_MIN_ITEM ? 1 : DW_MIN_ITEM / (unit_floats ? unit_floats : 1);
-    size_t items = cpu_split(d->c, units, min_units);
-    d->per_item = (units + items - 1) / items;
-    return (units + d->per_item - 1) / d->per_item;
+    d->per_item = cpu_units_per_item(d->c, units, unit_floats, DW_MIN_ITEM);
+    return cpu_div_up(units, d->per_item);
+}
+
+/* Forward and backward data: the blocked kernels for small planes, else
+ * flat tap sums over phase planes (forward) or the padded dy (data). */
+static int dw_apply(dw_plan *d, int data, kiln_err *err)
+{
+    cpu_impl *c = d->c;
+    size_t hw = (size_t)d->h * d->w;
+    if (use_blocked(d)) {
+        int rc = cpu_reserve_worker(c, blocked_scratch(d), err);
+        if (rc)
+            return rc;
+        int cb = c->k.cb_width;
+        size_t units = (size_t)d->n * (size_t)((d->ch + cb - 1) / cb);
+        cpu_run(c, plan_items(d, units, hw * cb), data ? blocked_data_item : blocked_forward_item,
+                d);
+        return KILN_OK;
+    }
+    int rc = cpu_reserve_worker(c, data ? plan_data(d) : plan_forward(d), err);
+    if (rc)
+        return rc;
+    if (data)
+        data_taps(d);
+    else
+        forward_taps(d);
+    cpu_run(c, plan_items(d, (size_t)d->n * d->ch, hw), data ? data_item : forward_item, d);
+    return KILN_OK;
 }
 
 int cpu_dw_forward(cpu_impl *c, const kiln_conv_desc *desc, int n, int h, int w, const float *x,
@@ -420,22 +443,7 @@ int cpu_dw_forward(cpu_impl *c, const kiln_conv_desc *desc, int n, int h, int w,
 {
     dw_plan d = {.x = x, .wt = weight, .y = y};
     plan_init(&d, c, desc, n, h, w);
-    if (use_blocked(&d)) {
-        int rc = cpu_reserve_worker(c, blocked_scratch(&d), err);
-        if (rc)
-            return rc;
-        int cb = c->k.cb_width;
-        size_t units = (size_t)n * (size_t)((d.ch + cb - 1) / cb);
-        cpu_run(c, plan_items(&d, units, (size_t)h * w * cb), blocked_forward_item, &d);
-        return KILN_OK;
-    }
-    int rc = cpu_reserve_worker(c, plan_forward(&d), err);
-    if (rc)
-        return rc;
-    forward_taps(&d);
-    size_t items = plan_items(&d, (size_t)n * d.ch, (size_t)h * w);
-    cpu_run(c, items, forward_item, &d);
-    return KILN_OK;
+    return dw_apply(&d, 0, err);
 }
 
 int cpu_dw_backward_data(cpu_impl *c, const kiln_conv_desc *desc, int n, int h, int w,
@@ -443,22 +451,7 @@ int cpu_dw_backward_data(cpu_impl *c, const kiln_conv_desc *desc, int n, int h, 
 {
     dw_plan d = {.dy = dy, .wt = weight, .dx = dx};
     plan_init(&d, c, desc, n, h, w);
-    if (use_blocked(&d)) {
-        int rc = cpu_reserve_worker(c, blocked_scratch(&d), err);
-        if (rc)
-            return rc;
-        int cb = c->k.cb_width;
-        size_t units = (size_t)n * (size_t)((d.ch + cb - 1) / cb);
-        cpu_run(c, plan_items(&d, units, (size_t)h * w * cb), blocked_data_item, &d);
-        return KILN_OK;
-    }
-    int rc = cpu_reserve_worker(c, plan_data(&d), err);
-    if (rc)
-        return rc;
-    data_taps(&d);
-    size_t items = plan_items(&d, (size_t)n * d.ch, (size_t)h * w);
-    cpu_run(c, items, data_item, &d);
-    return KILN_OK;
+    return dw_apply(&d, 1, err);
 }
 
 int cpu_dw_backward_filter(cpu_impl *c, const kiln_conv_desc *desc, int n, int h, int w,

@@ -46,8 +46,9 @@ static int ew_item(void *arg, size_t i, int worker)
     (void)worker;
     ew_ctx *e = arg;
     const cpu_kernels *k = &e->c->k;
-    size_t lo = i * e->chunk;
-    size_t n = e->count - lo < e->chunk ? e->count - lo : e->chunk;
+    size_t lo, hi;
+    cpu_item_range(i, e->chunk, e->count, &lo, &hi);
+    size_t n = hi - lo;
     const float *a = e->a + lo, *b = e->b ? e->b + lo : NULL;
     float *y = e->y ? e->y + lo : NULL;
     switch (e->kind) {
@@ -84,10 +85,8 @@ static int ew_item(void *arg, size_t i, int worker)
 
 static void ew_run(ew_ctx *e)
 {
-    size_t items = cpu_split(e->c, e->count, EW_MIN_PER_ITEM);
-    e->chunk = cpu_round_up((e->count + items - 1) / items, CPU_VEC_PAD);
-    items = (e->count + e->chunk - 1) / e->chunk;
-    cpu_run(e->c, items, ew_item, e);
+    e->chunk = cpu_chunk_floats(e->c, e->count, EW_MIN_PER_ITEM);
+    cpu_run(e->c, cpu_div_up(e->count, e->chunk), ew_item, e);
 }
 
 static int ew(kiln_nn_backend *be, const char *op, ew_kind kind, size_t count, const float *a,
@@ -174,7 +173,7 @@ int cpu_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *h
     if (count == 0)
         return KILN_OK;
     cpu_impl *c = cpu_of(be);
-    size_t chunks = (count + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+    size_t chunks = cpu_div_up(count, SUMSQ_CHUNK);
     /* Doubles in the float scratch: it is 64-byte aligned. */
     double *partial = (double *)(void *)cpu_reserve_shared(c, 2 * chunks, err);
     if (!partial)

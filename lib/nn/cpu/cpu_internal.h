@@ -35,13 +35,27 @@
  * many floats (the widest vector) and aligned to 64 bytes. */
 #define CPU_VEC_PAD 16
 
-static inline size_t cpu_round_up(size_t n, size_t m)
+static inline size_t cpu_div_up(size_t n, size_t m)
 {
-    return (n + m - 1) / m * m;
+    return (n + m - 1) / m;
 }
 
-/* Vectorised inner loops, compiled once for baseline x86-64 and once for
- * AVX2+FMA; kiln_nn_cpu_create picks one set from what the CPU supports.
+static inline size_t cpu_round_up(size_t n, size_t m)
+{
+    return cpu_div_up(n, m) * m;
+}
+
+/* Units [*lo, *hi) of pool item `item` when every item takes `per_item`
+ * of `total` units (the last one what is left). */
+static inline void cpu_item_range(size_t item, size_t per_item, size_t total, size_t *lo,
+                                  size_t *hi)
+{
+    *lo = item * per_item;
+    *hi = *lo + per_item < total ? *lo + per_item : total;
+}
+
+/* Vectorised inner loops, compiled for baseline x86-64, AVX2+FMA and
+ * AVX-512; kiln_nn_cpu_create picks one set from what the CPU supports.
  * Lengths may be any value; the tap kernels read and write whole vectors, so
  * their buffers must have room up to cpu_round_up(len, CPU_VEC_PAD). */
 /* A depthwise conv's shape, for the channel-blocked kernels (used for
@@ -102,10 +116,11 @@ typedef struct cpu_kernels {
 } cpu_kernels;
 
 void cpu_kernels_generic(cpu_kernels *k);
-/* Replaces k with the widest set this CPU supports, or with `want`
- * ("sse2", "avx2", "avx512") when given and supported; k is left as it is
- * otherwise. */
-int cpu_kernels_best(cpu_kernels *k, const char *want);
+/* Replaces k (the baseline set) with the widest set this CPU supports, at
+ * most `want` ("sse2", "avx2", "avx512") when given; other names cap
+ * nothing. Decided per backend from what the CPU reports, so nothing is
+ * cached between backends or threads. */
+void cpu_kernels_best(cpu_kernels *k, const char *want);
 
 typedef struct cpu_impl {
     kiln_pool *pool;
@@ -131,6 +146,13 @@ float *cpu_reserve_shared(cpu_impl *c, size_t floats, kiln_err *err);
 void cpu_run(cpu_impl *c, size_t items, kiln_pool_fn fn, void *ctx);
 /* How many items to cut `work` units into so every thread gets a few. */
 size_t cpu_split(const cpu_impl *c, size_t work, size_t min_per_item);
+/* Units per item when `units` of `unit_floats` floats each (planes, rows,
+ * channels) are cut so that an item holds at least `min_floats` floats
+ * where it can; run cpu_div_up(units, result) items. */
+size_t cpu_units_per_item(const cpu_impl *c, size_t units, size_t unit_floats, size_t min_floats);
+/* Floats per item when `count` floats are cut into vector-aligned chunks
+ * of at least `min_floats`; run cpu_div_up(count, result) items. */
+size_t cpu_chunk_floats(const cpu_impl *c, size_t count, size_t min_floats);
 
 /* Argument checks shared by the ops; each returns KILN_OK or KILN_EINVAL
  * with a message naming the op. */

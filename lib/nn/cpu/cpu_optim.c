@@ -24,7 +24,9 @@ static int opt_item(void *arg, size_t i, int worker)
 {
     (void)worker;
     const opt_ctx *o = arg;
-    size_t lo = i * o->chunk, n = o->count - lo < o->chunk ? o->count - lo : o->chunk;
+    size_t lo, hi;
+    cpu_item_range(i, o->chunk, o->count, &lo, &hi);
+    size_t n = hi - lo;
     if (o->is_adam)
         o->k->adamw(n, o->param + lo, o->grad + lo, o->m + lo, o->v + lo, &o->adam);
     else
@@ -34,10 +36,9 @@ static int opt_item(void *arg, size_t i, int worker)
 
 static void opt_run(cpu_impl *c, opt_ctx *o)
 {
-    size_t items = cpu_split(c, o->count, OPT_MIN_PER_ITEM);
     o->k = &c->k;
-    o->chunk = cpu_round_up((o->count + items - 1) / items, CPU_VEC_PAD);
-    cpu_run(c, (o->count + o->chunk - 1) / o->chunk, opt_item, o);
+    o->chunk = cpu_chunk_floats(c, o->count, OPT_MIN_PER_ITEM);
+    cpu_run(c, cpu_div_up(o->count, o->chunk), opt_item, o);
 }
 
 int cpu_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *grad,

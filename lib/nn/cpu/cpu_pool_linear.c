@@ -23,7 +23,8 @@ static int rows_item(void *arg, size_t item, int worker)
     (void)worker;
     rows_ctx *r = arg;
     const cpu_kernels *k = &r->c->k;
-    size_t lo = item * r->per_item, hi = lo + r->per_item < r->rows ? lo + r->per_item : r->rows;
+    size_t lo, hi;
+    cpu_item_range(item, r->per_item, r->rows, &lo, &hi);
     double inv = 1.0 / (double)r->hw;
     for (size_t i = lo; i < hi; i++) {
         size_t o = i * r->hw;
@@ -62,10 +63,8 @@ static int rows_run(kiln_nn_backend *be, const char *op, rows_ctx *r, int n, int
     r->hw = (size_t)hw;
     if (r->rows == 0)
         return KILN_OK;
-    size_t min_rows = r->hw >= ROWS_MIN_FLOATS ? 1 : ROWS_MIN_FLOATS / (r->hw ? r->hw : 1);
-    size_t items = cpu_split(r->c, r->rows, min_rows);
-    r->per_item = (r->rows + items - 1) / items;
-    cpu_run(r->c, (r->rows + r->per_item - 1) / r->per_item, rows_item, r);
+    r->per_item = cpu_units_per_item(r->c, r->rows, r->hw, ROWS_MIN_FLOATS);
+    cpu_run(r->c, cpu_div_up(r->rows, r->per_item), rows_item, r);
     return KILN_OK;
 }
 
@@ -144,18 +143,34 @@ static int gemm_item(void *arg, size_t i, int worker)
     return 0;
 }
 
-static void gemm_par(cpu_impl *c, gemm_ctx *g)
+/* cblas_sgemm(RowMajor, ta, tb, M, N, K, 1, A, lda, B, ldb, beta, C, ldc)
+ * over the pool. */
+static void gemm_par(cpu_impl *c, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N,
+                     int K, const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                     int ldc)
 {
-    double flops = 2.0 * g->M * g->N * g->K;
+    gemm_ctx g = {.ta = ta,
+                  .tb = tb,
+                  .M = M,
+                  .N = N,
+                  .K = K,
+                  .A = A,
+                  .lda = lda,
+                  .B = B,
+                  .ldb = ldb,
+                  .beta = beta,
+                  .C = C,
+                  .ldc = ldc};
+    double flops = 2.0 * M * N * K;
     int parts = flops < 4e6 ? 1 : c->threads;
-    g->by_rows = g->M >= g->N;
-    int dim = g->by_rows ? g->M : g->N;
+    g.by_rows = M >= N;
+    int dim = g.by_rows ? M : N;
     if (parts > dim)
         parts = dim;
-    g->block = (dim + parts - 1) / parts;
-    if (!g->by_rows && parts > 1)
-        g->block = (int)cpu_round_up((size_t)g->block, CPU_VEC_PAD);
-    cpu_run(c, (size_t)((dim + g->block - 1) / g->block), gemm_item, g);
+    g.block = (dim + parts - 1) / parts;
+    if (!g.by_rows && parts > 1)
+        g.block = (int)cpu_round_up((size_t)g.block, CPU_VEC_PAD);
+    cpu_run(c, (size_t)((dim + g.block - 1) / g.block), gemm_item, &g);
 }
 
 static int linear_check(const char *op, int n, int in, int out, kiln_err *err)
@@ -180,19 +195,8 @@ int cpu_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float 
         for (int i = 0; i < n; i++)
             memcpy(y + (size_t)i * out, bias, (size_t)out * sizeof *y);
     }
-    gemm_ctx g = {.ta = CblasNoTrans,
-                  .tb = CblasTrans,
-                  .M = n,
-                  .N = out,
-                  .K = in,
-                  .A = x,
-                  .lda = in,
-                  .B = weight,
-                  .ldb = in,
-                  .C = y,
-                  .ldc = out,
-                  .beta = bias ? 1.0f : 0.0f};
-    gemm_par(cpu_of(be), &g);
+    gemm_par(cpu_of(be), CblasNoTrans, CblasTrans, n, out, in, x, in, weight, in,
+             bias ? 1.0f : 0.0f, y, out);
     return KILN_OK;
 }
 
@@ -213,33 +217,10 @@ int cpu_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float
         return KILN_OK;
     }
     /* dW [out, in] = dy^T · x */
-    gemm_ctx gw = {.ta = CblasTrans,
-                   .tb = CblasNoTrans,
-                   .M = out,
-                   .N = in,
-                   .K = n,
-                   .A = dy,
-                   .lda = out,
-                   .B = x,
-                   .ldb = in,
-                   .C = dweight,
-                   .ldc = in};
-    gemm_par(c, &gw);
-    if (dx) {
-        /* dx [n, in] = dy · W */
-        gemm_ctx gx = {.ta = CblasNoTrans,
-                       .tb = CblasNoTrans,
-                       .M = n,
-                       .N = in,
-                       .K = out,
-                       .A = dy,
-                       .lda = out,
-                       .B = weight,
-                       .ldb = in,
-                       .C = dx,
-                       .ldc = in};
-        gemm_par(c, &gx);
-    }
+    gemm_par(c, CblasTrans, CblasNoTrans, out, in, n, dy, out, x, in, 0.0f, dweight, in);
+    /* dx [n, in] = dy · W */
+    if (dx)
+        gemm_par(c, CblasNoTrans, CblasNoTrans, n, in, out, dy, out, weight, in, 0.0f, dx, in);
     if (dbias) {
         for (int o = 0; o < out; o++) {
             double s = 0;

@@ -38,15 +38,6 @@ static inline kv4 sqrt4(kv4 a)
 #define KSQRT(a) sqrt4(a)
 #endif
 #include "nn/cpu/cpu_simd.inc"
-#undef KSFX
-#undef KTARGET
-#undef KV
-#undef KVI
-#undef KVD
-#undef KVH
-#undef KW
-#undef KFMA
-#undef KSQRT
 
 void cpu_kernels_generic(cpu_kernels *k)
 {
@@ -69,16 +60,6 @@ typedef double kv4d __attribute__((vector_size(32)));
 #define KSQRT(a) ((kv8)_mm256_sqrt_ps((__m256)(a)))
 #include "nn/cpu/cpu_simd.inc"
 
-#undef KSFX
-#undef KTARGET
-#undef KV
-#undef KVI
-#undef KVD
-#undef KVH
-#undef KW
-#undef KFMA
-#undef KSQRT
-
 typedef float kv16 __attribute__((vector_size(64)));
 typedef int32_t kv16i __attribute__((vector_size(64)));
 typedef double kv8d __attribute__((vector_size(64)));
@@ -93,8 +74,10 @@ typedef double kv8d __attribute__((vector_size(64)));
 #define KSQRT(a) ((kv16)_mm512_sqrt_ps((__m512)(a)))
 #include "nn/cpu/cpu_simd.inc"
 
-int cpu_kernels_best(cpu_kernels *k, const char *want)
+void cpu_kernels_best(cpu_kernels *k, const char *want)
 {
+    if (want && strcmp(want, "sse2") == 0)
+        return;
     if (want && strcmp(want, "avx2") != 0 && strcmp(want, "avx512") != 0)
         want = NULL; /* unknown names do not cap anything */
     __builtin_cpu_init();
@@ -108,13 +91,11 @@ int cpu_kernels_best(cpu_kernels *k, const char *want)
         fill_table_avx2(k);
         k->isa = "avx2";
     }
-    return KILN_OK;
 }
 #else
-int cpu_kernels_best(cpu_kernels *k, const char *want)
+void cpu_kernels_best(cpu_kernels *k, const char *want)
 {
     (void)k;
     (void)want;
-    return KILN_OK;
 }
 #endif
