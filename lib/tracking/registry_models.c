@@ -251,7 +251,7 @@ int trk_h_rm_latest(trk_req *r, cJSON *resp)
         return -1;
     int n_stages = 0;
     for (int i = 0; i < n; i++) {
-        const char *stage;
+        const char *stage = NULL;
         if (trk_canonical_stage(r, trk_str_at(items, i), &stage) != 0)
             return -1;
         int seen = 0;
