@@ -53,19 +53,6 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* A positive integer flag; 0 on success, 2 with a message otherwise. */
-static int int_flag(const char *name, const char *s, int min, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end != '\0' || v < min || v > 1 << 20) {
-        fprintf(stderr, "kiln evaluate: --%s must be an integer >= %d, got '%s'\n", name, min, s);
-        return 2;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int set_flag(eval_flags *f, int opt, const char *arg)
 {
     switch (opt) {
@@ -75,9 +62,12 @@ static int set_flag(eval_flags *f, int opt, const char *arg)
     case OPT_RUN: f->run_id = arg; return 0;
     case OPT_MLFLOW: f->mlflow_uri = arg; return 0;
     case OPT_JSON: f->json = 1; return 0;
-    case OPT_BATCH: return int_flag("batch-size", arg, 1, &f->o.batch_size);
-    case OPT_THREADS: return int_flag("threads", arg, 1, &f->o.threads);
-    case OPT_TOPK: return int_flag("top-k", arg, 1, &f->o.top_k);
+    case OPT_BATCH:
+        return kiln_cli_int_flag("evaluate", "--batch-size", arg, 1, 1 << 20, &f->o.batch_size);
+    case OPT_THREADS:
+        return kiln_cli_int_flag("evaluate", "--threads", arg, 1, 1 << 20, &f->o.threads);
+    case OPT_TOPK:
+        return kiln_cli_int_flag("evaluate", "--top-k", arg, 1, 1 << 20, &f->o.top_k);
     case OPT_SPLIT:
         if ((f->o.split = kiln_split_parse(arg)) >= 0)
             return 0;

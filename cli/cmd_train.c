@@ -47,18 +47,6 @@ typedef struct train_flags {
     unsigned long long seed;
 } train_flags;
 
-static int parse_int(const char *flag, const char *s, int lo, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > 1000000) {
-        fprintf(stderr, "kiln train: %s: expected an integer >= %d, got '%s'\n", flag, lo, s);
-        return 2;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 static int parse_flags(int argc, char **argv, train_flags *f)
 {
     enum { O_DATA = 256, O_OUT, O_CONFIG, O_DEVICE, O_INIT, O_RESUME, O_EPOCHS, O_BATCH, O_LR,
@@ -85,9 +73,15 @@ static int parse_flags(int argc, char **argv, train_flags *f)
         case O_EPOCHS: f->epochs = optarg; break;
         case O_BATCH: f->batch = optarg; break;
         case O_LR: f->lr = optarg; break;
-        case O_THREADS: rc = parse_int("--threads", optarg, 1, &f->threads); break;
-        case O_WARMUP: rc = parse_int("--warmup-epochs", optarg, 0, &f->warmup); break;
-        case O_PATIENCE: rc = parse_int("--patience", optarg, 0, &f->patience); break;
+        case O_THREADS:
+            rc = kiln_cli_int_flag("train", "--threads", optarg, 1, 1000000, &f->threads);
+            break;
+        case O_WARMUP:
+            rc = kiln_cli_int_flag("train", "--warmup-epochs", optarg, 0, 1000000, &f->warmup);
+            break;
+        case O_PATIENCE:
+            rc = kiln_cli_int_flag("train", "--patience", optarg, 0, 1000000, &f->patience);
+            break;
         case O_SEED:
             f->seed = strtoull(optarg, &end, 10);
             if (!*optarg || *end || optarg[0] == '-') {

@@ -42,19 +42,6 @@ typedef struct reply {
     char content_type[128];
 } reply;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---------------- handlers ---------------- */
 
 static void on_hello(kiln_http_request *req, void *ctx)
@@ -104,7 +91,7 @@ static void on_slow(kiln_http_request *req, void *ctx)
     int seen = atomic_load(&f->max_running);
     while (now > seen && !atomic_compare_exchange_weak(&f->max_running, &seen, now))
         ;
-    sleep_ms(f->slow_ms);
+    kt_sleep_ms(f->slow_ms);
     atomic_fetch_sub(&f->running, 1);
     kiln_http_reply_data(req, 200, "text/plain", "slow", 4, NULL);
 }
@@ -395,7 +382,7 @@ static void test_body_and_limits(void **state)
     snprintf(url, sizeof url, "%s/echo", f->base);
     size_t huge_len = (size_t)8 << 20;
     char *huge = calloc(1, huge_len);
-    double t0 = now_s();
+    double t0 = kt_now_s();
     assert_int_equal(request("POST", url, huge, huge_len, 0, NULL, NULL, &r), CURLE_OK);
     assert_int_equal(r.status, 413);
     expect_error(&r, "INVALID_PARAMETER_VALUE");
@@ -406,7 +393,7 @@ static void test_body_and_limits(void **state)
         assert_int_equal(r.status, 413);
     free(r.body);
     free(huge);
-    assert_true(now_s() - t0 < 10);
+    assert_true(kt_now_s() - t0 < 10);
     /* Chunked (no Content-Length): over the limit is dropped, then 413. */
     assert_int_equal(request("POST", url, NULL, 0, 3 << 20, NULL, NULL, &r), CURLE_OK);
     assert_int_equal(r.status, 413);
@@ -527,9 +514,9 @@ static void test_client_gone_mid_upload(void **state)
     curl_easy_cleanup(c);
     fclose(in);
     /* The server notices the closed connection and calls abort, not end. */
-    double end = now_s() + 5;
-    while (atomic_load(&f->aborts) == 0 && now_s() < end)
-        sleep_ms(10);
+    double end = kt_now_s() + 5;
+    while (atomic_load(&f->aborts) == 0 && kt_now_s() < end)
+        kt_sleep_ms(10);
     assert_int_equal(atomic_load(&f->aborts), 1);
     assert_int_equal(atomic_load(&f->ends), 0);
     free(src);
@@ -567,10 +554,10 @@ static void *get_thread(void *arg)
 {
     getter *g = arg;
     reply r;
-    double t0 = now_s();
+    double t0 = kt_now_s();
     if (request("GET", g->url, NULL, 0, 0, NULL, NULL, &r) == CURLE_OK)
         g->status = r.status;
-    g->took = now_s() - t0;
+    g->took = kt_now_s() - t0;
     free(r.body);
     return NULL;
 }
@@ -583,7 +570,7 @@ static void test_concurrent(void **state)
     enum { N = 8 };
     pthread_t t[N];
     getter g[N];
-    double t0 = now_s();
+    double t0 = kt_now_s();
     for (int i = 0; i < N; i++) {
         g[i] = (getter){url, 0, 0};
         pthread_create(&t[i], NULL, get_thread, &g[i]);
@@ -592,7 +579,7 @@ static void test_concurrent(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(g[i].status, 200);
     }
-    double took = now_s() - t0;
+    double took = kt_now_s() - t0;
     /* Four workers: several handlers ran at once, so 8 x 300 ms took well
      * under the 2.4 s of one at a time. */
     printf("8 slow requests on 4 workers: %.2f s, %d at once at most\n", took,
@@ -611,10 +598,10 @@ static void test_graceful_stop(void **state)
     pthread_t t;
     pthread_create(&t, NULL, get_thread, &g);
     while (atomic_load(&f->running) == 0)
-        sleep_ms(5);
-    double t0 = now_s();
+        kt_sleep_ms(5);
+    double t0 = kt_now_s();
     kiln_http_server_stop(f->server);
-    double stop_took = now_s() - t0;
+    double stop_took = kt_now_s() - t0;
     pthread_join(t, NULL);
     /* The request in flight was answered; stop waited for it. */
     assert_int_equal(g.status, 200);

@@ -145,8 +145,7 @@ static void start(proc *p, const char *extra)
         if (at && strchr(at, '\n'))
             p->port = atoi(at + strlen("kiln-tracking: listening on http://127.0.0.1:"));
         free(text);
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
+        kt_sleep_ms(10);
     }
     if (!p->port)
         fail_msg("kiln-tracking did not say it listens");

@@ -88,13 +88,6 @@ static void check_all_points(kiln_tracking *t, const char *run)
     cJSON_Delete(r);
 }
 
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
 static void test_threads(void **state)
 {
     tt_fixture *f = *state;
@@ -103,8 +96,7 @@ static void test_threads(void **state)
     writer w[WRITERS];
     int stop = 0;
     writer rw = {.t = f->t, .stop = &stop};
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = kt_now_s();
     assert_int_equal(pthread_create(&reader, NULL, reader_main, &rw), 0);
     for (int i = 0; i < WRITERS; i++) {
         w[i] = (writer){.t = f->t, .run = run, .index = i};
@@ -116,7 +108,7 @@ static void test_threads(void **state)
     }
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     pthread_join(reader, NULL);
-    printf("%d threads x %d log-metric requests: %.2f s\n", WRITERS, POINTS, seconds_since(&t0));
+    printf("%d threads x %d log-metric requests: %.2f s\n", WRITERS, POINTS, kt_now_s() - t0);
     assert_int_equal(rw.failures, 0);
     check_all_points(f->t, run);
     free(run);
@@ -130,8 +122,7 @@ static void test_processes(void **state)
     kiln_tracking_close(f->t);
     f->t = NULL;
     pid_t pids[WRITERS];
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = kt_now_s();
     for (int i = 0; i < WRITERS; i++) {
         pids[i] = fork();
         assert_true(pids[i] >= 0);
@@ -154,7 +145,7 @@ static void test_processes(void **state)
         assert_true(WIFEXITED(st));
         assert_int_equal(WEXITSTATUS(st), 0);
     }
-    printf("%d processes x %d log-metric requests: %.2f s\n", WRITERS, POINTS, seconds_since(&t0));
+    printf("%d processes x %d log-metric requests: %.2f s\n", WRITERS, POINTS, kt_now_s() - t0);
     f->t = tt_open(f);
     check_all_points(f->t, run);
     free(run);

@@ -24,13 +24,6 @@
 #define BATCH 100
 #define SINGLES 25
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The value writer w logs at step i: distinct for every (w, i). */
 static double value_of(int w, int i)
 {
@@ -219,9 +212,9 @@ static void test_parallel_writers(void **state)
         own[w] = create_run(s->uri, exp_id, name);
     }
 
-    double t0 = now_s();
+    double t0 = kt_now_s();
     int failed = run_writers(s->uri, own, shared);
-    double secs = now_s() - t0;
+    double secs = kt_now_s() - t0;
     int values = WRITERS * (2 * PER_WRITER + SINGLES);
     printf("%d writers logged %d metric values over HTTP in %.2f s (%.0f values/s, "
            "%d requests)\n", WRITERS, values, secs, values / secs,
