@@ -333,6 +333,70 @@ static void test_refusals(void **state)
     expect_refused(f, KILN_EFORMAT, "");
 }
 
+/* A zip that arrives split: train/ val/ test/ folders (any case, under a
+ * wrapper) choose the splits; the seed and fractions do not. */
+static void test_presplit_folders(void **state)
+{
+    fixture *f = *state;
+    entries e = {0};
+    int k = 0;
+    static const char *const splits[] = {"data/Train/", "data/validation/", "data/test/"};
+    static const int per_split[] = {5, 3, 2};
+    for (int s = 0; s < 3; s++)
+        for (int i = 0; i < per_split[s]; i++) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "%sdry/", splits[s]);
+            add_image(&e, name_of(g_names, &k, prefix, i, ".png"), (uint8_t)(100 + i), 0, 0, 1);
+            snprintf(prefix, sizeof prefix, "%swet/", splits[s]);
+            add_image(&e, name_of(g_names, &k, prefix, i, ".png"), 0, 0, (uint8_t)(100 + i), 1);
+        }
+    add_raw(&e, "data/train/README.txt", "x", 1, NULL);
+    add_raw(&e, "data/notes/x.txt", "x", 1, NULL);
+    kt_zip_build(f->zip, e.v);
+
+    kiln_prepare_opts o;
+    kiln_prepare_report r;
+    kiln_err err = {0};
+    opts_for(f, &o);
+    assert_int_equal(kiln_prepare(&o, NULL, &r, &err), KILN_OK);
+    assert_int_equal(r.n_classes, 2);
+    assert_int_equal(r.split_counts[KILN_SPLIT_TRAIN], 10);
+    assert_int_equal(r.split_counts[KILN_SPLIT_VAL], 6);
+    assert_int_equal(r.split_counts[KILN_SPLIT_TEST], 4);
+    /* Exactly images 0..1 of each class are in test: the folders decided. */
+    assert_true(split_signature(f->out, KILN_SPLIT_TEST) == (0x3ULL | (0x3ULL << 32)));
+    kiln_manifest m;
+    assert_int_equal(kiln_manifest_read(f->out, &m, &err), KILN_OK);
+    assert_true(m.split_from_folders);
+    assert_true(m.val_fraction > 0.29 && m.val_fraction < 0.31);
+    assert_true(m.test_fraction > 0.19 && m.test_fraction < 0.21);
+    assert_string_equal(m.classes[0], "dry");
+    assert_int_equal(m.n_skipped, 2); /* README.txt outside a class, notes/ outside a split */
+    kiln_manifest_free(&m);
+
+    /* A class that exists only under val/ cannot be trained on. */
+    add_image(&e, "data/validation/mist/0.png", 9, 9, 9, 1);
+    kt_zip_build(f->zip, e.v);
+    entries_free(&e);
+    kt_rmtree_free(kt_path(f->dir, "dataset"));
+    expect_refused(f, KILN_EFORMAT, "class 'mist' has images only under val/ or test/");
+
+    /* Folders named like splits with images directly inside are classes. */
+    add_image(&e, "train/a.png", 1, 2, 3, 1);
+    add_image(&e, "test/b.png", 1, 2, 3, 1);
+    kt_zip_build(f->zip, e.v);
+    entries_free(&e);
+    opts_for(f, &o);
+    o.val_fraction = 0;
+    o.test_fraction = 0;
+    assert_int_equal(kiln_prepare(&o, NULL, &r, &err), KILN_OK);
+    assert_int_equal(r.n_classes, 2);
+    assert_int_equal(kiln_manifest_read(f->out, &m, &err), KILN_OK);
+    assert_false(m.split_from_folders);
+    assert_string_equal(m.classes[1], "train");
+    kiln_manifest_free(&m);
+}
+
 static void test_symlink_and_encrypted(void **state)
 {
     fixture *f = *state;
@@ -602,6 +666,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shapes_and_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deterministic_and_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presplit_folders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_symlink_and_encrypted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_zip_bomb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_undecodable_share, setup, teardown),

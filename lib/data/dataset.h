@@ -87,7 +87,9 @@ typedef struct kiln_manifest {
     size_t n_classes;
     double mean[3], std[3];        /* normalisation to apply, in [0,1] units */
     char *normalization;           /* "imagenet" or "dataset" */
-    double val_fraction, test_fraction;
+    double val_fraction, test_fraction; /* of all images; measured when split_from_folders */
+    int split_from_folders;        /* the zip's train/ val/ test/ folders chose the splits
+                                      ("split": "folders"), else the seed did ("seeded") */
     uint64_t seed;
     char *source_path;             /* the zip as given */
     char *source_sha256;           /* hex */

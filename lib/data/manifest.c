@@ -82,6 +82,7 @@ static cJSON *manifest_to_json(const kiln_manifest *m)
     cJSON_AddItemToObject(o, "std", double_array(m->std, 3));
     cJSON_AddNumberToObject(o, "val_fraction", m->val_fraction);
     cJSON_AddNumberToObject(o, "test_fraction", m->test_fraction);
+    cJSON_AddStringToObject(o, "split", m->split_from_folders ? "folders" : "seeded");
     /* Seeds go as strings: a JSON number loses precision past 2^53. */
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)m->seed);
@@ -207,6 +208,20 @@ static int read_shards(const cJSON *a, kiln_manifest_split *s, const char *where
     return KILN_OK;
 }
 
+/* "split" arrived after format 1's first datasets: absent means seeded. */
+static int read_split_source(const cJSON *o, kiln_manifest *m, const char *path, kiln_err *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "split");
+    if (!v)
+        return KILN_OK;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "folders") == 0)
+        m->split_from_folders = 1;
+    else if (!cJSON_IsString(v) || strcmp(v->valuestring, "seeded") != 0)
+        return kiln_err_set(err, KILN_EFORMAT, "%s: split must be \"folders\" or \"seeded\"",
+                            path);
+    return KILN_OK;
+}
+
 static int read_split(const cJSON *splits, int idx, kiln_manifest *m, const char *path,
                       kiln_err *err)
 {
@@ -304,6 +319,8 @@ static int manifest_from_json(const cJSON *o, kiln_manifest *m, const char *path
         rc = get_number(o, "val_fraction", 0, 1, &m->val_fraction, path, err);
     if (rc == KILN_OK)
         rc = get_number(o, "test_fraction", 0, 1, &m->test_fraction, path, err);
+    if (rc == KILN_OK)
+        rc = read_split_source(o, m, path, err);
     if (rc == KILN_OK)
         rc = read_seed(o, m, path, err);
     if (rc == KILN_OK)

@@ -417,6 +417,14 @@ static int init_manifest(kiln_manifest *m, prep_plan *plan, const kiln_prepare_o
     m->image_size = (uint32_t)o->image_size;
     m->val_fraction = o->val_fraction;
     m->test_fraction = o->test_fraction;
+    m->split_from_folders = plan->presplit;
+    if (plan->presplit && plan->n_items > 0) {
+        size_t n[KILN_SPLIT_COUNT] = {0};
+        for (size_t i = 0; i < plan->n_items; i++)
+            n[plan->items[i].split]++;
+        m->val_fraction = (double)n[KILN_SPLIT_VAL] / (double)plan->n_items;
+        m->test_fraction = (double)n[KILN_SPLIT_TEST] / (double)plan->n_items;
+    }
     m->seed = o->seed;
     m->n_ignored = plan->n_ignored;
     /* The manifest takes the class names over from the plan. */

@@ -33,6 +33,7 @@ typedef struct prep_plan {
     size_t n_items;
     prep_skips skips;
     uint64_t n_ignored;
+    int presplit;       /* the zip's train/ val/ test/ folders chose the splits */
 } prep_plan;
 
 /* Classify the zip's entries, find classes, assign splits. */

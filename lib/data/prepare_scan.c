@@ -126,6 +126,49 @@ static size_t wrapper_depth(const kiln_zip *zip)
     }
 }
 
+/* A folder that names a split ("train/", "Validation/", "test/"), or -1. */
+static int split_of_folder(const char *c, size_t len)
+{
+    static const struct { const char *name; int split; } names[] = {
+        {"train", KILN_SPLIT_TRAIN},    {"training", KILN_SPLIT_TRAIN},
+        {"val", KILN_SPLIT_VAL},        {"valid", KILN_SPLIT_VAL},
+        {"validation", KILN_SPLIT_VAL}, {"test", KILN_SPLIT_TEST},
+        {"testing", KILN_SPLIT_TEST},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i].name) == len && strncasecmp(c, names[i].name, len) == 0)
+            return names[i].split;
+    return -1;
+}
+
+/* A zip that arrives split (train/<class>/..., val/<class>/..., test/...):
+ * every image sits in a class folder under a split folder at `depth`, and
+ * some are under train/. Then the folders decide, not the seed. */
+static int is_presplit(const kiln_zip *zip, size_t depth)
+{
+    int train = 0;
+    for (size_t i = 0; i < kiln_zip_count(zip); i++) {
+        const kiln_zip_entry *e = kiln_zip_entry_at(zip, i);
+        if (e->is_dir || is_ignored(e->name) || !has_image_extension(e->name))
+            continue;
+        size_t len;
+        const char *c = component(e->name, depth, &len);
+        int split = c ? split_of_folder(c, len) : -1;
+        if (count_components(e->name) < depth + 3 || split < 0)
+            return 0;
+        train |= split == KILN_SPLIT_TRAIN;
+    }
+    return train;
+}
+
+/* The split folder of an entry in a pre-split zip, or -1. */
+static int entry_split(const char *name, size_t depth)
+{
+    size_t len;
+    const char *c = component(name, depth, &len);
+    return c ? split_of_folder(c, len) : -1;
+}
+
 /* ---------------- classes ---------------- */
 
 typedef struct name_list {
@@ -185,6 +228,8 @@ static int find_classes(const kiln_zip *zip, size_t depth, prep_plan *plan, kiln
         size_t n = count_components(e->name), len;
         if (is_ignored(e->name) || n < depth + (e->is_dir ? 1 : 2))
             continue;
+        if (plan->presplit && entry_split(e->name, depth - 1) < 0)
+            continue;
         const char *c = component(e->name, depth, &len);
         rc = class_add(&l, c, len, err);
     }
@@ -209,6 +254,11 @@ static int classify_files(const kiln_zip *zip, size_t depth, prep_plan *plan, ki
             plan->n_ignored++;
             continue;
         }
+        if (plan->presplit && entry_split(e->name, depth - 1) < 0) {
+            rc = prep_skips_add(&plan->skips, e->name,
+                                "not inside a train/, val/ or test/ folder", err);
+            continue;
+        }
         if (count_components(e->name) < depth + 2) {
             rc = prep_skips_add(&plan->skips, e->name, "not inside a class folder", err);
             continue;
@@ -223,6 +273,7 @@ static int classify_files(const kiln_zip *zip, size_t depth, prep_plan *plan, ki
         it->zip_index = i;
         it->name = e->name;
         it->label = (uint32_t)class_index(plan, c, len);
+        it->split = plan->presplit ? entry_split(e->name, depth - 1) : KILN_SPLIT_TRAIN;
     }
     return rc;
 }
@@ -298,6 +349,18 @@ static int cmp_item_label(const void *a, const void *b)
     return x->label != y->label ? (x->label < y->label ? -1 : 1) : 0;
 }
 
+/* A pre-split class needs training images; val/ and test/ may lack it. */
+static int check_presplit_class(const prep_item *items, size_t n, const char *class_name,
+                                kiln_err *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].split == KILN_SPLIT_TRAIN)
+            return KILN_OK;
+    return kiln_err_set(err, KILN_EFORMAT,
+                        "class '%s' has images only under val/ or test/; a split zip needs "
+                        "train/%s/ images too", class_name, class_name);
+}
+
 static int assign_splits(prep_plan *plan, const kiln_prepare_opts *o, kiln_err *err)
 {
     size_t begin = 0;
@@ -310,8 +373,10 @@ static int assign_splits(prep_plan *plan, const kiln_prepare_opts *o, kiln_err *
             return kiln_err_set(err, KILN_EFORMAT,
                                 "class folder '%s/' has no .jpg, .jpeg or .png images",
                                 plan->classes[c]);
-        int rc = split_class(plan->items + begin, (uint32_t)(end - begin), plan->classes[c], o,
-                             err);
+        int rc = plan->presplit ? check_presplit_class(plan->items + begin, end - begin,
+                                                       plan->classes[c], err)
+                                : split_class(plan->items + begin, (uint32_t)(end - begin),
+                                              plan->classes[c], o, err);
         if (rc != KILN_OK)
             return rc;
         begin = end;
@@ -339,6 +404,10 @@ int prep_plan_build(const kiln_zip *zip, const kiln_prepare_opts *opts, prep_pla
 {
     memset(plan, 0, sizeof *plan);
     size_t depth = wrapper_depth(zip);
+    /* Class folders sit one level below the split folders of a split zip. */
+    plan->presplit = is_presplit(zip, depth);
+    if (plan->presplit)
+        depth++;
     int rc = find_classes(zip, depth, plan, err);
     if (rc == KILN_OK)
         rc = check_classes(plan, err);
