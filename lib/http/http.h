@@ -34,6 +34,14 @@
  * (413: MLflow's code for a request over its size limits), INTERNAL_ERROR
  * (500) and TEMPORARILY_UNAVAILABLE (503).
  *
+ * Draining (opts.drain): kiln_http_server_stop also stops listening at
+ * once (new connections are refused, not left in the backlog), answers
+ * every later request with "Connection: close", and once nothing is in
+ * flight waits up to 1 s more (within stop_grace_ms) for clients to close
+ * their keep-alive connections, so a
+ * client never has a request cut by the final close (Kubernetes rolling
+ * updates).
+ *
  * Body limits. A buffered route refuses a body whose Content-Length is over
  * its limit before reading any of it (413; with "Expect: 100-continue" the
  * client never sends it, otherwise the connection is closed after the
@@ -62,6 +70,19 @@ typedef struct kiln_http_request kiln_http_request;
 typedef cJSON *(*kiln_http_error_fn)(int status, const char *code, const char *message,
                                      void *ctx);
 
+/* What the access callback sees when a request is over (answered, or its
+ * connection ended first). Strings live only during the call. */
+typedef struct kiln_http_access {
+    const char *method;        /* "" when the headers never came */
+    const char *path;          /* percent-decoded, without the query */
+    const char *route;         /* the matched route's path; NULL: none (404) */
+    int status;                /* the reply's status; 0 if none was sent */
+    int completed;             /* 0: the connection ended before the reply was sent */
+    double seconds;            /* from the request line to completion */
+    size_t body_bytes;         /* request body bytes received (buffered routes) */
+} kiln_http_access;
+typedef void (*kiln_http_access_fn)(const kiln_http_access *a, void *ctx);
+
 typedef struct kiln_http_options {
     const char *host;          /* IP address to bind, or "localhost"; default "127.0.0.1" */
     int port;                  /* 0 = a free port */
@@ -73,6 +94,10 @@ typedef struct kiln_http_options {
     void *error_ctx;
     const kiln_logger *log;    /* libmicrohttpd's warnings at debug level; may be NULL.
                                   Must outlive the server. */
+    kiln_http_access_fn on_access; /* every finished request (access logs, metrics); may
+                                      be NULL. Runs on worker threads, several at once. */
+    void *access_ctx;
+    int drain;                 /* non-zero: stop drains keep-alive connections (above) */
 } kiln_http_options;
 
 void kiln_http_options_default(kiln_http_options *opts);
@@ -154,6 +179,21 @@ const char *kiln_http_request_header(const kiln_http_request *req, const char *n
  * string); *len (may be NULL) is its length without the NUL. An empty body
  * is "" with length 0. Streamed routes have none. */
 const char *kiln_http_request_body(const kiln_http_request *req, size_t *len);
+
+/* The fields of a buffered multipart/form-data or
+ * application/x-www-form-urlencoded body, parsed by libmicrohttpd's post
+ * processor. `fn` gets each field's value in pieces (`off` = the piece's
+ * offset in the value; an empty value may come as one piece of size 0) with
+ * the field's name and, for files, the filename and content type (NULL when
+ * absent); it returns 0 to go on, non-zero to stop (the call then returns
+ * KILN_ECANCELED). EUNSUPPORTED when the Content-Type is neither kind (or a
+ * multipart one lacks its boundary); EFORMAT for a body that is malformed
+ * or ends before its closing boundary. */
+typedef int (*kiln_http_form_fn)(void *ctx, const char *key, const char *filename,
+                                 const char *content_type, uint64_t off, const char *data,
+                                 size_t size);
+int kiln_http_request_form(kiln_http_request *req, kiln_http_form_fn fn, void *ctx,
+                           kiln_err *err);
 
 /* ---- replying (exactly once per request) ---- */
 

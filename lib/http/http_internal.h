@@ -28,6 +28,8 @@ struct kiln_http_server {
     MHD_socket quiesced_fd;    /* closed only after MHD_stop_daemon */
     int port;
     atomic_int in_flight;      /* requests between URI and completion */
+    atomic_int connections;    /* open client connections */
+    atomic_int draining;       /* opts.drain and stopping: replies close their connection */
 };
 
 typedef struct http_header {
@@ -62,7 +64,12 @@ struct kiln_http_request {
     struct MHD_Response *response;
     int status;
     http_header *headers;
+    double t_start;            /* monotonic seconds at the request line */
+    size_t received;           /* body bytes received */
 };
+
+/* Monotonic clock in seconds. */
+double http_now_s(void);
 
 /* A request object for `uri` (may be NULL); counts it in flight. */
 kiln_http_request *http_request_new(kiln_http_server *s, const char *uri);

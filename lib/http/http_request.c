@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/http_internal.h"
@@ -24,8 +25,16 @@ kiln_http_request *http_request_new(kiln_http_server *s, const char *uri)
     }
     char *q = strchr(r->uri, '?');
     r->query_string = q ? q + 1 : "";
+    r->t_start = http_now_s();
     atomic_fetch_add(&s->in_flight, 1);
     return r;
+}
+
+double http_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 void http_request_free(kiln_http_request *r)
@@ -320,6 +329,10 @@ enum MHD_Result http_queue_reply(kiln_http_request *r)
         return MHD_NO;
     for (const http_header *h = r->headers; h; h = h->next)
         MHD_add_response_header(r->response, h->name, h->value);
+    /* Draining: the client reconnects (and is refused) instead of reusing
+     * a connection that the final stop would cut. */
+    if (atomic_load(&r->server->draining))
+        MHD_add_response_header(r->response, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned int)r->status, r->response);
     MHD_destroy_response(r->response);
     r->response = NULL;

@@ -58,6 +58,8 @@ kiln_http_server *kiln_http_server_new(const kiln_http_options *opts, kiln_err *
     s->host = strdup(opts->host && *opts->host ? opts->host : "127.0.0.1");
     s->quiesced_fd = MHD_INVALID_SOCKET;
     atomic_init(&s->in_flight, 0);
+    atomic_init(&s->connections, 0);
+    atomic_init(&s->draining, 0);
     if (!s->host) {
         free(s);
         kiln_err_set(err, KILN_ENOMEM, "out of memory making an HTTP server");
@@ -169,6 +171,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->stream_open = 0;
         r->route->stream.abort(r->route->ctx, r->stream_state);
     }
+    if (s->opts.on_access) {
+        kiln_http_access a = {.method = r->method ? r->method : "",
+                              .path = r->path ? r->path : "",
+                              .route = r->route ? r->route->path : NULL,
+                              .status = r->status,
+                              .completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+                              .seconds = http_now_s() - r->t_start,
+                              .body_bytes = r->received};
+        s->opts.on_access(&a, s->opts.access_ctx);
+    }
     http_request_free(r);
     *con_cls = NULL;
 }
@@ -246,6 +258,7 @@ static enum MHD_Result on_headers(kiln_http_server *s, kiln_http_request *r)
 
 static void on_buffer_data(kiln_http_request *r, const char *data, size_t n)
 {
+    r->received += n;
     if (r->over_limit)
         return;
     if (n > r->limit - r->len) {
@@ -349,6 +362,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return on_body_done(r);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_ctx;
+    kiln_http_server *s = cls;
+    atomic_fetch_add(&s->connections, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
 /* ---- start / stop ---- */
 
 /* A numeric address, or "localhost": a server binds an address, and
@@ -394,6 +416,7 @@ int kiln_http_server_start(kiln_http_server *s, kiln_err *err)
         MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)s->opts.connection_timeout_s,
         /* Room for long query strings and headers (default 32 KiB). */
@@ -420,16 +443,35 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+#define DRAIN_IDLE_MS 1000
+
 void kiln_http_server_stop(kiln_http_server *s)
 {
     if (!s || !s->daemon)
         return;
+    if (s->opts.drain)
+        atomic_store(&s->draining, 1);
     s->quiesced_fd = MHD_quiesce_daemon(s->daemon);
+    /* Draining: shut the listening socket (Linux refuses new connections
+     * then) while keeping the descriptor, which the workers may still
+     * hold until MHD_stop_daemon. */
+    if (s->opts.drain && s->quiesced_fd != MHD_INVALID_SOCKET)
+        shutdown(s->quiesced_fd, SHUT_RDWR);
     /* Requests already read are answered; idle keep-alive connections are
-     * closed by MHD_stop_daemon below. */
-    for (long waited = 0; atomic_load(&s->in_flight) > 0 && waited < s->opts.stop_grace_ms;
-         waited += 5)
+     * closed by MHD_stop_daemon below, unless draining waits for them. */
+    /* An idle connection may never send again: once nothing is in flight,
+     * draining waits for connections at most DRAIN_IDLE_MS more. */
+    long idle = 0;
+    for (long waited = 0; waited < s->opts.stop_grace_ms; waited += 5) {
+        if (atomic_load(&s->in_flight) == 0) {
+            if (!s->opts.drain || atomic_load(&s->connections) <= 0 || idle >= DRAIN_IDLE_MS)
+                break;
+            idle += 5;
+        } else {
+            idle = 0;
+        }
         sleep_ms(5);
+    }
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
     if (s->quiesced_fd != MHD_INVALID_SOCKET)

@@ -1,0 +1,250 @@
+/* lib/serve/serve_model.c — a loaded package: its own CPU backend, a
+ * batch-1 inference plan, one forward at a time, reference-counted. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "serve/serve_internal.h"
+
+struct kiln_serve_model {
+    atomic_int refs;
+    pthread_mutex_t lock;        /* one forward at a time on this model */
+    kiln_nn_backend *be;
+    kiln_effnet *net;
+    kiln_model_info info;
+    float *dev_x;                /* backend memory, one input */
+    float *logits;               /* host, num_classes */
+    char *name, *version, *stage, *alias, *source, *run_id, *dir;
+    cJSON *run_metrics;
+    double load_seconds;
+    double loaded_at;            /* wall clock */
+};
+
+double srv_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double srv_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void model_free(kiln_serve_model *m)
+{
+    if (m->be && m->dev_x)
+        m->be->ops->release(m->be, m->dev_x);
+    kiln_effnet_destroy(m->net);
+    kiln_nn_backend_destroy(m->be);
+    kiln_model_info_clear(&m->info);
+    free(m->logits);
+    free(m->name);
+    free(m->version);
+    free(m->stage);
+    free(m->alias);
+    free(m->source);
+    free(m->run_id);
+    free(m->dir);
+    cJSON_Delete(m->run_metrics);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+static int dup_origin(kiln_serve_model *m, const char *dir, const kiln_serve_model_origin *o)
+{
+    const kiln_serve_model_origin none = {0};
+    if (!o)
+        o = &none;
+    m->dir = strdup(dir);
+    m->name = strdup(o->name ? o->name : "");
+    m->version = strdup(o->version ? o->version : "");
+    m->stage = strdup(o->stage ? o->stage : "");
+    m->alias = strdup(o->alias ? o->alias : "");
+    m->source = strdup(o->source ? o->source : "");
+    m->run_id = strdup(o->run_id ? o->run_id : "");
+    m->run_metrics = o->run_metrics ? cJSON_Duplicate(o->run_metrics, 1) : cJSON_CreateObject();
+    return m->dir && m->name && m->version && m->stage && m->alias && m->source && m->run_id &&
+           m->run_metrics;
+}
+
+kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
+                                        const kiln_serve_model_origin *origin, kiln_err *err)
+{
+    double t0 = srv_now_s();
+    kiln_serve_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
+        return NULL;
+    }
+    atomic_init(&m->refs, 1);
+    pthread_mutex_init(&m->lock, NULL);
+    if (!dup_origin(m, dir, origin)) {
+        kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
+        goto fail;
+    }
+    if (!(m->be = kiln_nn_cpu_create(threads, err)))
+        goto fail;
+    if (!(m->net = kiln_model_load(dir, m->be, &m->info, err)))
+        goto fail;
+    int s = m->info.input_size;
+    size_t in_bytes = (size_t)3 * s * s * sizeof(float);
+    if (kiln_effnet_plan_inference(m->net, 1, s, s, err) != KILN_OK ||
+        !(m->dev_x = m->be->ops->alloc(m->be, in_bytes, err)))
+        goto fail;
+    if (!(m->logits = malloc((size_t)m->info.num_classes * sizeof *m->logits))) {
+        kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
+        goto fail;
+    }
+    m->load_seconds = srv_now_s() - t0;
+    m->loaded_at = srv_wall_s();
+    return m;
+fail:
+    model_free(m);
+    return NULL;
+}
+
+void kiln_serve_model_ref(kiln_serve_model *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+}
+
+void kiln_serve_model_unref(kiln_serve_model *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1)
+        model_free(m);
+}
+
+const kiln_model_info *kiln_serve_model_info(const kiln_serve_model *m)
+{
+    return &m->info;
+}
+
+const char *kiln_serve_model_name(const kiln_serve_model *m)
+{
+    return m->name;
+}
+
+const char *kiln_serve_model_version(const kiln_serve_model *m)
+{
+    return m->version;
+}
+
+/* Softmax in double: probabilities that sum to 1 even for large logits. */
+static void softmax(const float *logits, int k, float *probs)
+{
+    double mx = logits[0], sum = 0;
+    for (int i = 1; i < k; i++)
+        if (logits[i] > mx)
+            mx = logits[i];
+    for (int i = 0; i < k; i++)
+        sum += exp((double)logits[i] - mx);
+    for (int i = 0; i < k; i++)
+        probs[i] = (float)(exp((double)logits[i] - mx) / sum);
+}
+
+/* One input under the model's lock. A dynamic batcher (GPU) would replace
+ * this with a queue that a batching thread drains into one forward. */
+static int forward_one(kiln_serve_model *m, const float *input, float *probs, kiln_err *err)
+{
+    const kiln_nn_ops *ops = m->be->ops;
+    int s = m->info.input_size, k = m->info.num_classes, rc;
+    size_t in_bytes = (size_t)3 * s * s * sizeof(float);
+    pthread_mutex_lock(&m->lock);
+    const float *dev_logits = NULL;
+    if ((rc = ops->upload(m->be, m->dev_x, input, in_bytes, err)) == KILN_OK &&
+        (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
+        (rc = ops->sync(m->be, err)) == KILN_OK)
+        rc = ops->download(m->be, m->logits, dev_logits, (size_t)k * sizeof(float), err);
+    if (!dev_logits && rc == KILN_OK)
+        rc = err ? (int)err->code : KILN_EIO;
+    if (rc == KILN_OK)
+        softmax(m->logits, k, probs);
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+int kiln_serve_model_predict(kiln_serve_model *m, const float *inputs, int n, float *probs,
+                             kiln_err *err)
+{
+    int s = m->info.input_size, k = m->info.num_classes;
+    for (int i = 0; i < n; i++) {
+        int rc = forward_one(m, inputs + (size_t)i * 3 * s * s, probs + (size_t)i * k, err);
+        if (rc != KILN_OK)
+            return rc;
+    }
+    return KILN_OK;
+}
+
+int kiln_serve_model_predict_image(kiln_serve_model *m, const uint8_t *data, size_t len,
+                                   uint64_t max_pixels, float *probs, int *label, kiln_err *err)
+{
+    int s = m->info.input_size, rc;
+    float *x = malloc((size_t)3 * s * s * sizeof *x);
+    if (!x)
+        return kiln_err_set(err, KILN_ENOMEM, "out of memory for an input image");
+    if ((rc = kiln_serve_preprocess(&m->info, data, len, max_pixels, x, err)) == KILN_OK &&
+        (rc = kiln_serve_model_predict(m, x, 1, probs, err)) == KILN_OK) {
+        int best = 0;
+        for (int i = 1; i < m->info.num_classes; i++)
+            if (probs[i] > probs[best])
+                best = i;
+        *label = best;
+    }
+    free(x);
+    return rc;
+}
+
+static cJSON *str_or_null(const char *s)
+{
+    return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+cJSON *kiln_serve_model_describe(const kiln_serve_model *m)
+{
+    const kiln_model_info *in = &m->info;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddItemToObject(o, "name", str_or_null(m->name));
+    cJSON_AddItemToObject(o, "version", str_or_null(m->version));
+    cJSON_AddItemToObject(o, "stage", str_or_null(m->stage));
+    cJSON_AddItemToObject(o, "alias", str_or_null(m->alias));
+    cJSON_AddItemToObject(o, "source", str_or_null(m->source));
+    cJSON_AddItemToObject(o, "run_id", str_or_null(m->run_id && *m->run_id ? m->run_id
+                                                                             : in->run_id));
+    cJSON_AddStringToObject(o, "model_dir", m->dir);
+    cJSON_AddStringToObject(o, "variant", in->variant);
+    cJSON_AddNumberToObject(o, "num_classes", in->num_classes);
+    cJSON *classes = cJSON_AddArrayToObject(o, "classes");
+    for (int i = 0; classes && i < in->num_classes; i++)
+        cJSON_AddItemToArray(classes, cJSON_CreateString(in->classes[i]));
+    cJSON_AddNumberToObject(o, "input_size", in->input_size);
+    cJSON *pre = cJSON_AddObjectToObject(o, "preprocessing");
+    if (pre) {
+        cJSON_AddNumberToObject(pre, "resize_size", in->resize_size);
+        cJSON_AddNumberToObject(pre, "crop_size", in->input_size);
+        cJSON_AddStringToObject(pre, "scale", "pixels / 255");
+        cJSON *mean = cJSON_AddArrayToObject(pre, "mean"), *std = cJSON_AddArrayToObject(pre, "std");
+        for (int c = 0; mean && std && c < 3; c++) {
+            cJSON_AddItemToArray(mean, cJSON_CreateNumber(in->mean[c]));
+            cJSON_AddItemToArray(std, cJSON_CreateNumber(in->std[c]));
+        }
+    }
+    cJSON_AddStringToObject(o, "kiln_version", in->kiln_version);
+    cJSON_AddNumberToObject(o, "parameters", (double)kiln_effnet_param_count(m->net));
+    cJSON_AddItemToObject(o, "metrics", cJSON_Duplicate(m->run_metrics, 1));
+    cJSON_AddNumberToObject(o, "load_seconds", m->load_seconds);
+    char when[32];
+    time_t t = (time_t)m->loaded_at;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_AddStringToObject(o, "loaded_at", when);
+    cJSON_AddStringToObject(o, "device", m->be->ops->name);
+    return o;
+}
