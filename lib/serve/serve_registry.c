@@ -68,8 +68,35 @@ int srv_registry_current_version(const kiln_serve_config *cfg, char **version, k
     return rc;
 }
 
-/* Where the version's files are: the registry's download URI, else its
- * source resolved by hand. Malloc'ed. */
+/* runs:/<run_id>/<path> -> the run's artifact root + path (malloc'ed). */
+static char *resolve_runs_uri(kiln_mlflow_client *c, const char *uri, kiln_err *err)
+{
+    const char *rest = uri + 6, *slash = strchr(rest, '/');
+    char run_id[128];
+    size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+    kiln_mlflow_run *run = NULL;
+    char *out = NULL;
+    if (n == 0 || n >= sizeof run_id) {
+        kiln_err_set(err, KILN_EFORMAT, "'%s' names no run", uri);
+        return NULL;
+    }
+    memcpy(run_id, rest, n);
+    run_id[n] = '\0';
+    if (kiln_mlflow_run_get(c, run_id, &run, err) != KILN_OK)
+        return NULL;
+    size_t len = strlen(run->info.artifact_uri) + strlen(uri) + 2;
+    if ((out = malloc(len)))
+        snprintf(out, len, "%s%s%s", run->info.artifact_uri, slash ? "/" : "",
+                 slash ? slash + 1 : "");
+    else
+        kiln_err_set(err, KILN_ENOMEM, "out of memory");
+    kiln_mlflow_run_free(run);
+    return out;
+}
+
+/* Where the version's files are: the registry's download URI (MLflow
+ * resolves runs:/ there; kiln-tracking may hand the source back), else the
+ * source; runs:/ resolved through the run. Malloc'ed. */
 static char *download_uri(kiln_mlflow_client *c, const kiln_mlflow_model_version *mv,
                           kiln_err *err)
 {
@@ -77,40 +104,27 @@ static char *download_uri(kiln_mlflow_client *c, const kiln_mlflow_model_version
     char *uri = NULL;
     cJSON_AddStringToObject(req, "name", mv->name);
     cJSON_AddStringToObject(req, "version", mv->version);
+    kiln_err ignored = {0};
     if (kiln_mlflow_call(c, "GET", "/api/2.0/mlflow/model-versions/get-download-uri", req, &resp,
-                         err) == KILN_OK) {
+                         &ignored) == KILN_OK) {
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(resp, "artifact_uri");
         if (cJSON_IsString(u) && *u->valuestring)
             uri = strdup(u->valuestring);
     }
     cJSON_Delete(req);
     cJSON_Delete(resp);
-    if (uri)
-        return uri;
-    if (strncmp(mv->source, "runs:/", 6) == 0) {
-        /* runs:/<run_id>/<path> -> the run's artifact root + path. */
-        const char *rest = mv->source + 6, *slash = strchr(rest, '/');
-        char run_id[128];
-        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-        kiln_mlflow_run *run = NULL;
-        if (n == 0 || n >= sizeof run_id) {
-            kiln_err_set(err, KILN_EFORMAT, "version %s: source '%s' names no run", mv->version,
-                         mv->source);
-            return NULL;
-        }
-        memcpy(run_id, rest, n);
-        run_id[n] = '\0';
-        if (kiln_mlflow_run_get(c, run_id, &run, err) != KILN_OK)
-            return NULL;
-        size_t len = strlen(run->info.artifact_uri) + strlen(mv->source) + 2;
-        if ((uri = malloc(len)))
-            snprintf(uri, len, "%s%s%s", run->info.artifact_uri, slash ? "/" : "",
-                     slash ? slash + 1 : "");
-        kiln_mlflow_run_free(run);
-        return uri;
+    if (!uri && !(uri = strdup(mv->source))) {
+        kiln_err_set(err, KILN_ENOMEM, "out of memory");
+        return NULL;
     }
-    kiln_err_clear(err);
-    return strdup(mv->source);
+    if (strncmp(uri, "runs:/", 6) == 0) {
+        char *resolved = resolve_runs_uri(c, uri, err);
+        if (!resolved)
+            kiln_err_wrap(err, "version %s: source %s", mv->version, uri);
+        free(uri);
+        return resolved;
+    }
+    return uri;
 }
 
 /* A name safe as one path segment. */
