@@ -61,23 +61,65 @@ static void *open_module(kiln_err *err)
     return NULL;
 }
 
+/* The module, opened and checked to be this build's version; NULL with
+ * KILN_EDEVICE otherwise. dlclose it when done (it stays mapped). */
+static void *open_checked(kiln_err *err)
+{
+    void *h = open_module(err);
+    if (!h)
+        return NULL;
+    kiln_cuda_module_version_fn version =
+        (kiln_cuda_module_version_fn)dlsym(h, "kiln_cuda_module_version");
+    int got = version ? version() : -1;
+    if (got != KILN_CUDA_MODULE_VERSION) {
+        kiln_err_set(err, KILN_EDEVICE,
+                     "%s is not a matching kiln CUDA module (version %d wanted, %d found); "
+                     "rebuild it with this kiln",
+                     KILN_CUDA_MODULE_NAME, KILN_CUDA_MODULE_VERSION, got);
+        dlclose(h);
+        return NULL;
+    }
+    return h;
+}
+
 int kiln_gpu_probe(kiln_gpu_info *info, kiln_err *err)
 {
     int rc;
     memset(info, 0, sizeof *info);
     info->built_with_cuda = 1;
-    void *h = open_module(err);
+    void *h = open_checked(err);
     if (!h)
         return KILN_EDEVICE;
-    kiln_cuda_module_version_fn version =
-        (kiln_cuda_module_version_fn)dlsym(h, "kiln_cuda_module_version");
     kiln_cuda_module_probe_fn probe = (kiln_cuda_module_probe_fn)dlsym(h, "kiln_cuda_module_probe");
-    if (!version || !probe || version() != KILN_CUDA_MODULE_VERSION)
-        rc = kiln_err_set(err, KILN_EDEVICE, "%s is not a matching kiln CUDA module (version %d "
-                          "wanted)", KILN_CUDA_MODULE_NAME, KILN_CUDA_MODULE_VERSION);
+    if (!probe)
+        rc = kiln_err_set(err, KILN_EDEVICE, "%s lacks kiln_cuda_module_probe",
+                          KILN_CUDA_MODULE_NAME);
     else
         rc = probe(info, err);
     info->built_with_cuda = 1;
     dlclose(h);
     return rc;
+}
+
+kiln_nn_backend *kiln_nn_cuda_create(const kiln_nn_cuda_opts *opts, kiln_err *err)
+{
+    kiln_nn_cuda_opts defaults;
+    if (!opts) {
+        kiln_nn_cuda_opts_default(&defaults);
+        opts = &defaults;
+    }
+    void *h = open_checked(err);
+    if (!h)
+        return NULL;
+    kiln_cuda_module_backend_create_fn create =
+        (kiln_cuda_module_backend_create_fn)dlsym(h, "kiln_cuda_module_backend_create");
+    kiln_nn_backend *be = NULL;
+    if (!create)
+        kiln_err_set(err, KILN_EDEVICE, "%s lacks kiln_cuda_module_backend_create",
+                     KILN_CUDA_MODULE_NAME);
+    else if (!(be = create(opts, err)) && err && err->code == KILN_EDEVICE)
+        kiln_err_wrap(err, "no usable GPU");
+    /* RTLD_NODELETE: the backend's code stays mapped after this. */
+    dlclose(h);
+    return be;
 }

@@ -24,6 +24,8 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/log.h"
+#include "nn/mask.h" /* kiln_nn_mask_uniform: the draw behind `mask` */
 
 typedef struct kiln_nn_backend kiln_nn_backend;
 
@@ -168,15 +170,27 @@ kiln_nn_backend *kiln_nn_cpu_create(int threads, kiln_err *err);
 /* Frees any backend. NULL is fine. */
 void kiln_nn_backend_destroy(kiln_nn_backend *be);
 
-/* The uniform draw behind `mask`: a pure function of (seed, index), so the
- * CPU and CUDA backends draw identical masks. In [0, 1). */
-static inline float kiln_nn_mask_uniform(uint64_t seed, uint64_t index)
-{
-    uint64_t z = seed ^ (index * 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f);
-}
+/* The CUDA backend (nn/cuda, cuDNN + cuBLAS, in the module libkiln_cuda.so
+ * that lib/gpu loads on demand). fp32 NCHW, as every backend. */
+typedef struct kiln_nn_cuda_opts {
+    int device;        /* CUDA device ordinal, default 0 */
+    int tf32;          /* 1: TF32 tensor cores for conv and matmul (faster, ~1e-3) */
+    int deterministic; /* 1 (default): only deterministic cuDNN algorithms */
+    int find;          /* 1 (default): time algorithms (cudnnFind) once per shape;
+                        * 0: cuDNN's heuristics (_v7), no trial runs */
+    size_t workspace_limit; /* bytes an algorithm may use; 0: 1 GiB */
+} kiln_nn_cuda_opts;
+
+/* Defaults above; KILN_CUDA_TF32=1 in the environment turns TF32 on. */
+void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o);
+/* NULL with KILN_EDEVICE when no GPU is usable or kiln was built without
+ * CUDA (-DKILN_CUDA=OFF); the message says why. */
+kiln_nn_backend *kiln_nn_cuda_create(const kiln_nn_cuda_opts *opts, kiln_err *err);
+
+/* A backend by name: "cpu" (`threads` workers), "cuda" (an error saying why
+ * when no GPU is usable) or "auto"/NULL (CUDA when usable, else the CPU,
+ * with an info line on `log` saying why). KILN_EINVAL for other names. */
+kiln_nn_backend *kiln_nn_backend_open(const char *device, int threads, const kiln_logger *log,
+                                      kiln_err *err);
 
 #endif

@@ -1,0 +1,265 @@
+/* lib/nn/cuda/cuda_backend.c — the CUDA backend's life cycle, memory ops,
+ * workspace arena and ops table (see cuda_internal.h). Built into
+ * libkiln_cuda.so; the core reaches it through lib/gpu's loader. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/gpu_module.h"
+#include "nn/cuda/cuda_internal.h"
+
+int cuda_oom(kiln_err *err, const char *what, size_t bytes)
+{
+    size_t free_b = 0, total_b = 0;
+    (void)cudaGetLastError(); /* an allocation failure is not sticky; clear it */
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    return kiln_err_set(err, KILN_ENOMEM,
+                        "out of GPU memory allocating %.1f MiB for %s (%.1f MiB free of %.1f MiB): "
+                        "lower the batch size (train.batch_size in the config)",
+                        (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
+                        (double)total_b / 1048576.0);
+}
+
+/* cudaMalloc, with the out-of-memory advice. */
+static void *device_alloc(size_t bytes, const char *what, kiln_err *err)
+{
+    void *p = NULL;
+    int rc = KILN_OK;
+    cudaError_t st = cudaMalloc(&p, bytes ? bytes : 256);
+    if (st == cudaErrorMemoryAllocation) {
+        cuda_oom(err, what, bytes);
+        return NULL;
+    }
+    KILN_CUDA(st);
+    return p;
+fail:
+    (void)rc;
+    return NULL;
+}
+
+int cuda_arena_reserve(cuda_impl *c, size_t bytes, kiln_err *err)
+{
+    size_t cap = cuda_arena_capacity(c->arena_cap, bytes);
+    if (cap == c->arena_cap)
+        return KILN_OK;
+    /* cudaFree waits for the work still using the old arena. */
+    if (c->arena)
+        cudaFree(c->arena);
+    c->arena = NULL;
+    c->arena_cap = 0;
+    if (!(c->arena = device_alloc(cap, "the cuDNN workspace", err)))
+        return KILN_ENOMEM;
+    c->arena_cap = cap;
+    return KILN_OK;
+}
+
+void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err)
+{
+    size_t cap = cuda_arena_capacity(c->scratch_cap, bytes);
+    if (cap != c->scratch_cap) {
+        if (c->scratch)
+            cudaFree(c->scratch);
+        c->scratch_cap = 0;
+        if (!(c->scratch = device_alloc(cap, "reduction scratch", err)))
+            return NULL;
+        c->scratch_cap = cap;
+    }
+    return c->scratch;
+}
+
+double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err)
+{
+    if (count <= c->host_scratch_cap)
+        return c->host_scratch;
+    size_t cap = cuda_arena_capacity(c->host_scratch_cap * sizeof(double), count * sizeof(double));
+    double *p = realloc(c->host_scratch, cap);
+    if (!p) {
+        kiln_err_set(err, KILN_ENOMEM, "out of host memory growing scratch to %zu bytes", cap);
+        return NULL;
+    }
+    c->host_scratch = p;
+    c->host_scratch_cap = cap / sizeof(double);
+    return p;
+}
+
+static void *cuda_alloc(kiln_nn_backend *be, size_t bytes, kiln_err *err)
+{
+    (void)be;
+    return device_alloc(bytes, "a tensor buffer", err);
+}
+
+static void cuda_release(kiln_nn_backend *be, void *p)
+{
+    (void)be;
+    if (p)
+        cudaFree(p);
+}
+
+static int cuda_upload(kiln_nn_backend *be, void *dst, const void *host, size_t bytes,
+                       kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (bytes && (!dst || !host))
+        return kiln_err_set(err, KILN_EINVAL, "upload: NULL buffer");
+    /* From pageable memory this returns once `host` is staged, so the
+     * caller may reuse it. */
+    if (bytes)
+        KILN_CUDA(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, cuda_of(be)->stream));
+fail:
+    return rc;
+}
+
+static int cuda_download(kiln_nn_backend *be, void *host, const void *src, size_t bytes,
+                         kiln_err *err)
+{
+    int rc = KILN_OK;
+    cuda_impl *c = cuda_of(be);
+    if (bytes && (!host || !src))
+        return kiln_err_set(err, KILN_EINVAL, "download: NULL buffer");
+    if (!bytes)
+        return KILN_OK;
+    KILN_CUDA(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    KILN_CUDA(cudaStreamSynchronize(c->stream));
+fail:
+    return rc;
+}
+
+static int cuda_copy(kiln_nn_backend *be, float *dst, const float *src, size_t count,
+                     kiln_err *err)
+{
+    int rc = KILN_OK;
+    cuda_impl *c = cuda_of(be);
+    if (count && (!dst || !src))
+        return kiln_err_set(err, KILN_EINVAL, "copy: NULL buffer");
+    if (!count || dst == src)
+        return KILN_OK;
+    size_t bytes = count * sizeof *dst;
+    if (dst < src + count && src < dst + count) {
+        /* memmove semantics (as the CPU's) through the scratch buffer:
+         * cudaMemcpy does not allow overlap. */
+        void *tmp = cuda_scratch(c, bytes, err);
+        if (!tmp)
+            return err ? (int)err->code : KILN_ENOMEM;
+        KILN_CUDA(cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+        src = tmp;
+    }
+    KILN_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+fail:
+    return rc;
+}
+
+static int cuda_sync(kiln_nn_backend *be, kiln_err *err)
+{
+    int rc = KILN_OK;
+    KILN_CUDA(cudaStreamSynchronize(cuda_of(be)->stream));
+fail:
+    return rc;
+}
+
+static void cuda_destroy(kiln_nn_backend *be)
+{
+    cuda_impl *c = be ? cuda_of(be) : NULL;
+    if (c) {
+        if (c->stream)
+            cudaStreamSynchronize(c->stream);
+        cuda_conv_plans_free(c);
+        if (c->bn_x)
+            cudnnDestroyTensorDescriptor(c->bn_x);
+        if (c->bn_param)
+            cudnnDestroyTensorDescriptor(c->bn_param);
+        if (c->arena)
+            cudaFree(c->arena);
+        if (c->scratch)
+            cudaFree(c->scratch);
+        free(c->host_scratch);
+        if (c->blas)
+            cublasDestroy(c->blas);
+        if (c->dnn)
+            cudnnDestroy(c->dnn);
+        if (c->stream)
+            cudaStreamDestroy(c->stream);
+        free(c);
+    }
+    free(be);
+}
+
+static const kiln_nn_ops cuda_ops = {
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .release = cuda_release,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .fill = cuda_fill,
+    .copy = cuda_copy,
+    .sync = cuda_sync,
+    .conv_forward = cuda_conv_forward,
+    .conv_backward_data = cuda_conv_backward_data,
+    .conv_backward_filter = cuda_conv_backward_filter,
+    .bn_forward_train = cuda_bn_forward_train,
+    .bn_forward_eval = cuda_bn_forward_eval,
+    .bn_backward = cuda_bn_backward,
+    .silu_forward = cuda_silu_forward,
+    .silu_backward = cuda_silu_backward,
+    .sigmoid_forward = cuda_sigmoid_forward,
+    .sigmoid_backward = cuda_sigmoid_backward,
+    .add = cuda_add,
+    .mul = cuda_mul,
+    .scale = cuda_scale,
+    .sum_squares = cuda_sum_squares,
+    .mask = cuda_mask,
+    .scale_samples = cuda_scale_samples,
+    .avgpool_forward = cuda_avgpool_forward,
+    .avgpool_backward = cuda_avgpool_backward,
+    .scale_channels_forward = cuda_scale_channels_forward,
+    .scale_channels_backward = cuda_scale_channels_backward,
+    .linear_forward = cuda_linear_forward,
+    .linear_backward = cuda_linear_backward,
+    .xent_forward_backward = cuda_xent_forward_backward,
+    .sgd_step = cuda_sgd_step,
+    .adamw_step = cuda_adamw_step,
+};
+
+static int setup(cuda_impl *c, kiln_err *err)
+{
+    int rc = KILN_OK, count = 0;
+    KILN_CUDA(cudaGetDeviceCount(&count));
+    if (c->opts.device < 0 || c->opts.device >= count)
+        return kiln_err_set(err, KILN_EDEVICE, "CUDA device %d does not exist (%d found)",
+                            c->opts.device, count);
+    KILN_CUDA(cudaSetDevice(c->opts.device));
+    KILN_CUDA(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    KILN_CUDNN(cudnnCreate(&c->dnn));
+    KILN_CUDNN(cudnnSetStream(c->dnn, c->stream));
+    KILN_CUBLAS(cublasCreate(&c->blas));
+    KILN_CUBLAS(cublasSetStream(c->blas, c->stream));
+    /* fp32 products stay fp32 unless TF32 is allowed. */
+    KILN_CUBLAS(cublasSetMathMode(c->blas, c->opts.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                        : CUBLAS_DEFAULT_MATH));
+    KILN_CUDNN(cudnnCreateTensorDescriptor(&c->bn_x));
+    KILN_CUDNN(cudnnCreateTensorDescriptor(&c->bn_param));
+fail:
+    return rc;
+}
+
+kiln_nn_backend *kiln_cuda_module_backend_create(const kiln_nn_cuda_opts *opts, kiln_err *err)
+{
+    kiln_nn_backend *be = calloc(1, sizeof *be);
+    cuda_impl *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        kiln_err_set(err, KILN_ENOMEM, "out of memory creating the cuda backend");
+        return NULL;
+    }
+    be->ops = &cuda_ops;
+    be->impl = c;
+    c->opts = *opts;
+    if (c->opts.workspace_limit == 0)
+        c->opts.workspace_limit = (size_t)1 << 30;
+    if (setup(c, err) != KILN_OK) {
+        kiln_err_wrap(err, "cuda backend");
+        cuda_destroy(be);
+        return NULL;
+    }
+    return be;
+}

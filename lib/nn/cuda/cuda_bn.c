@@ -1,0 +1,117 @@
+/* lib/nn/cuda/cuda_bn.c — BatchNorm2d through cuDNN's spatial batch norm
+ * (per channel over n × hw), with the backend interface's semantics:
+ * training normalises with the batch mean and biased variance, updates
+ * running_mean / running_var in place with exponentialAverageFactor =
+ * momentum (cuDNN, like PyTorch, blends in the unbiased variance
+ * n*hw/(n*hw-1)), and keeps save_mean and save_invstd = 1/sqrt(var+eps)
+ * (cuDNN's resultSaveInvVariance), which the backward pass takes as given.
+ * x is described as [n, c, hw, 1]: the same memory as [n, c, h, w]. */
+#include "nn/cuda/cuda_internal.h"
+
+/* bn_backward's interface carries no eps: cuDNN uses the saved mean and
+ * inverse std when they are given, and only checks eps against its minimum. */
+#define BN_BACKWARD_EPS 1e-5
+
+static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
+{
+    int rc = cuda_check_dims(err, op, n, c, hw);
+    if (rc)
+        return rc;
+    if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
+        return kiln_err_set(err, KILN_EINVAL, "%s: tensor too large", op);
+    return KILN_OK;
+}
+
+static int bn_descriptors(cuda_impl *ci, int n, int c, int hw, kiln_err *err)
+{
+    int rc = KILN_OK;
+    KILN_CUDNN(cudnnSetTensor4dDescriptor(ci->bn_x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, hw,
+                                          1));
+    KILN_CUDNN(cudnnSetTensor4dDescriptor(ci->bn_param, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, c,
+                                          1, 1));
+fail:
+    return rc;
+}
+
+int cuda_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                          const float *gamma, const float *beta, float *running_mean,
+                          float *running_var, float momentum, float eps, float *y,
+                          float *save_mean, float *save_invstd, kiln_err *err)
+{
+    cuda_impl *ci = cuda_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    int rc = bn_check("bn_forward_train", n, c, hw, err);
+    if (rc)
+        return rc;
+    if (c == 0)
+        return KILN_OK;
+    if ((long long)n * hw < 2)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "bn_forward_train: expected more than 1 value per channel when "
+                            "training, got n %d × hw %d",
+                            n, hw);
+    if ((rc = cuda_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean,
+                              running_var, y, save_mean, save_invstd)))
+        return rc;
+    if ((rc = bn_descriptors(ci, n, c, hw, err)))
+        return rc;
+    KILN_CUDNN(cudnnBatchNormalizationForwardTraining(
+        ci->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, ci->bn_x, x, ci->bn_x, y, ci->bn_param,
+        gamma, beta, (double)momentum, running_mean, running_var, (double)eps, save_mean,
+        save_invstd));
+fail:
+    return rc;
+}
+
+int cuda_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                         const float *gamma, const float *beta, const float *running_mean,
+                         const float *running_var, float eps, float *y, kiln_err *err)
+{
+    cuda_impl *ci = cuda_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    int rc = bn_check("bn_forward_eval", n, c, hw, err);
+    if (rc)
+        return rc;
+    if ((long long)n * c * hw == 0)
+        return KILN_OK;
+    if ((rc = cuda_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean,
+                              running_var, y)))
+        return rc;
+    if ((rc = bn_descriptors(ci, n, c, hw, err)))
+        return rc;
+    KILN_CUDNN(cudnnBatchNormalizationForwardInference(
+        ci->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, ci->bn_x, x, ci->bn_x, y, ci->bn_param,
+        gamma, beta, running_mean, running_var, (double)eps));
+fail:
+    return rc;
+}
+
+int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, const float *dy,
+                     const float *gamma, const float *save_mean, const float *save_invstd,
+                     float *dx, float *dgamma, float *dbeta, kiln_err *err)
+{
+    cuda_impl *ci = cuda_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    int rc = bn_check("bn_backward", n, c, hw, err);
+    if (rc)
+        return rc;
+    if (c == 0)
+        return KILN_OK;
+    if ((rc = cuda_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
+                              dgamma, dbeta)))
+        return rc;
+    if ((long long)n * hw == 0) {
+        /* Nothing to normalise: the CPU writes zero parameter gradients. */
+        KILN_CUDA(cudaMemsetAsync(dgamma, 0, (size_t)c * sizeof *dgamma, ci->stream));
+        KILN_CUDA(cudaMemsetAsync(dbeta, 0, (size_t)c * sizeof *dbeta, ci->stream));
+        return KILN_OK;
+    }
+    if ((rc = bn_descriptors(ci, n, c, hw, err)))
+        return rc;
+    KILN_CUDNN(cudnnBatchNormalizationBackward(ci->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one,
+                                               &zero, ci->bn_x, x, ci->bn_x, dy, ci->bn_x, dx,
+                                               ci->bn_param, gamma, dgamma, dbeta,
+                                               BN_BACKWARD_EPS, save_mean, save_invstd));
+fail:
+    return rc;
+}

@@ -1,0 +1,242 @@
+/* lib/nn/cuda/cuda_conv.c — Conv2d through cuDNN: forward, backward data
+ * and backward filter, dense and grouped/depthwise (cudnnSetConvolution-
+ * GroupCount), cross-correlation as PyTorch. One plan per shape (see
+ * cuda_internal.h): descriptors made once, each direction's algorithm
+ * chosen once on its first call, workspace from the shared arena. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/cuda/cuda_internal.h"
+
+enum { DIR_FWD, DIR_DATA, DIR_FILTER, DIR_COUNT };
+
+typedef struct conv_plan {
+    cudnnTensorDescriptor_t x, y;
+    cudnnFilterDescriptor_t f;
+    cudnnConvolutionDescriptor_t conv;
+    int chosen[DIR_COUNT];
+    int algo[DIR_COUNT];
+    size_t ws[DIR_COUNT];
+    cudnnMathType_t math[DIR_COUNT];
+} conv_plan;
+
+static void plan_free(void *val, void *ctx)
+{
+    (void)ctx;
+    conv_plan *p = val;
+    if (!p)
+        return;
+    if (p->x)
+        cudnnDestroyTensorDescriptor(p->x);
+    if (p->y)
+        cudnnDestroyTensorDescriptor(p->y);
+    if (p->f)
+        cudnnDestroyFilterDescriptor(p->f);
+    if (p->conv)
+        cudnnDestroyConvolutionDescriptor(p->conv);
+    free(p);
+}
+
+void cuda_conv_plans_free(cuda_impl *c)
+{
+    cuda_cache_clear(&c->convs, plan_free, NULL);
+}
+
+static int plan_descriptors(conv_plan *p, const cuda_conv_key *key, int tf32, kiln_err *err)
+{
+    int rc = KILN_OK;
+    cuda_conv_dims dm;
+    cuda_conv_dims_make(key, &dm);
+    KILN_CUDNN(cudnnCreateTensorDescriptor(&p->x));
+    KILN_CUDNN(cudnnCreateTensorDescriptor(&p->y));
+    KILN_CUDNN(cudnnCreateFilterDescriptor(&p->f));
+    KILN_CUDNN(cudnnCreateConvolutionDescriptor(&p->conv));
+    KILN_CUDNN(cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, dm.x[0],
+                                          dm.x[1], dm.x[2], dm.x[3]));
+    KILN_CUDNN(cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, dm.y[0],
+                                          dm.y[1], dm.y[2], dm.y[3]));
+    KILN_CUDNN(cudnnSetFilter4dDescriptor(p->f, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, dm.filter[0],
+                                          dm.filter[1], dm.filter[2], dm.filter[3]));
+    KILN_CUDNN(cudnnSetConvolution2dDescriptor(p->conv, key->pad, key->pad, key->stride,
+                                               key->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                               CUDNN_DATA_FLOAT));
+    KILN_CUDNN(cudnnSetConvolutionGroupCount(p->conv, key->groups));
+    /* FMA math keeps fp32 exact to rounding; TF32 only when allowed. */
+    KILN_CUDNN(cudnnSetConvolutionMathType(p->conv, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
+fail:
+    return rc;
+}
+
+static conv_plan *plan_get(cuda_impl *c, const kiln_conv_desc *d, int n, int h, int w,
+                           kiln_err *err)
+{
+    cuda_conv_key key;
+    cuda_conv_key_make(&key, d, n, h, w);
+    conv_plan *p = cuda_cache_find(&c->convs, &key);
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof *p))) {
+        kiln_err_set(err, KILN_ENOMEM, "out of memory for a conv plan");
+        return NULL;
+    }
+    if (plan_descriptors(p, &key, c->opts.tf32, err) != KILN_OK ||
+        cuda_cache_add(&c->convs, &key, p, err) != KILN_OK) {
+        plan_free(p, NULL);
+        return NULL;
+    }
+    return p;
+}
+
+static int is_tensor_math(cudnnMathType_t m)
+{
+    return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+/* The three perf structs have the same fields; copy into the common form. */
+#define TO_CHOICES(perf, n, out)                                                              \
+    for (int i_ = 0; i_ < (n); i_++) {                                                        \
+        (out)[i_].algo = (int)(perf)[i_].algo;                                                \
+        (out)[i_].ok = (perf)[i_].status == CUDNN_STATUS_SUCCESS;                             \
+        (out)[i_].memory = (perf)[i_].memory;                                                 \
+        (out)[i_].deterministic = (perf)[i_].determinism == CUDNN_DETERMINISTIC;              \
+        (out)[i_].tensor_math = is_tensor_math((perf)[i_].mathType);                          \
+        (out)[i_].math = (int)(perf)[i_].mathType;                                            \
+    }
+
+#define MAX_ALGOS 16
+
+/* The candidates of one direction, fastest first: timed by cudnnFind (it
+ * runs each, on scratch memory of its own, once per shape) or ranked by the
+ * _v7 heuristics. */
+static int candidates(cuda_impl *c, conv_plan *p, int dir, cuda_algo_choice *out, int *count,
+                      kiln_err *err)
+{
+    int rc = KILN_OK, n = 0;
+    int find = c->opts.find;
+    if (dir == DIR_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+        if (find)
+            KILN_CUDNN(cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->f, p->conv, p->y,
+                                                            MAX_ALGOS, &n, perf));
+        else
+            KILN_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->x, p->f, p->conv, p->y,
+                                                              MAX_ALGOS, &n, perf));
+        TO_CHOICES(perf, n, out);
+    } else if (dir == DIR_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+        if (find)
+            KILN_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->f, p->y, p->conv,
+                                                                 p->x, MAX_ALGOS, &n, perf));
+        else
+            KILN_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, p->f, p->y, p->conv,
+                                                                   p->x, MAX_ALGOS, &n, perf));
+        TO_CHOICES(perf, n, out);
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+        if (find)
+            KILN_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y, p->conv,
+                                                                   p->f, MAX_ALGOS, &n, perf));
+        else
+            KILN_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, p->x, p->y, p->conv,
+                                                                     p->f, MAX_ALGOS, &n, perf));
+        TO_CHOICES(perf, n, out);
+    }
+    *count = n;
+fail:
+    return rc;
+}
+
+static const char *dir_name(int dir)
+{
+    return dir == DIR_FWD ? "conv_forward" : dir == DIR_DATA ? "conv_backward_data"
+                                                             : "conv_backward_filter";
+}
+
+/* Chooses the direction's algorithm once, then sizes the arena for it. */
+static int plan_choose(cuda_impl *c, conv_plan *p, int dir, const kiln_conv_desc *d, int n,
+                       int h, int w, kiln_err *err)
+{
+    if (p->chosen[dir])
+        return KILN_OK;
+    cuda_algo_choice ch[MAX_ALGOS];
+    int count = 0;
+    int rc = candidates(c, p, dir, ch, &count, err);
+    if (rc != KILN_OK)
+        return kiln_err_wrap(err, "%s: choosing an algorithm", dir_name(dir));
+    int i = cuda_algo_pick(ch, count, c->opts.workspace_limit, c->opts.deterministic,
+                           c->opts.tf32);
+    if (i < 0)
+        return kiln_err_set(err, KILN_EDEVICE,
+                            "%s: no cuDNN algorithm runs conv in %d out %d k %d stride %d pad %d "
+                            "groups %d on n %d %dx%d within the %zu-byte workspace limit",
+                            dir_name(dir), d->in_c, d->out_c, d->k, d->stride, d->pad, d->groups,
+                            n, h, w, c->opts.workspace_limit);
+    if ((rc = cuda_arena_reserve(c, ch[i].memory, err)) != KILN_OK)
+        return rc;
+    p->algo[dir] = ch[i].algo;
+    p->ws[dir] = ch[i].memory;
+    p->math[dir] = (cudnnMathType_t)ch[i].math;
+    p->chosen[dir] = 1;
+    return KILN_OK;
+}
+
+static int conv_run(kiln_nn_backend *be, int dir, const kiln_conv_desc *d, int n, int h, int w,
+                    const float *a, const float *b, float *out, kiln_err *err)
+{
+    cuda_impl *c = cuda_of(be);
+    const float one = 1.0f, zero = 0.0f;
+    int rc = cuda_check_conv(dir_name(dir), d, n, h, w, a, b, out, err);
+    if (rc)
+        return rc;
+    if (n == 0) {
+        /* cuDNN refuses empty tensors; the CPU writes a zero filter gradient. */
+        if (dir == DIR_FILTER) {
+            size_t wsize = (size_t)d->out_c * (d->in_c / d->groups) * d->k * d->k;
+            KILN_CUDA(cudaMemsetAsync(out, 0, wsize * sizeof *out, c->stream));
+        }
+        return KILN_OK;
+    }
+    conv_plan *p = plan_get(c, d, n, h, w, err);
+    if (!p)
+        return err ? (int)err->code : KILN_ENOMEM;
+    if ((rc = plan_choose(c, p, dir, d, n, h, w, err)) != KILN_OK)
+        return rc;
+    KILN_CUDNN(cudnnSetConvolutionMathType(p->conv, p->math[dir]));
+    if (dir == DIR_FWD)
+        KILN_CUDNN(cudnnConvolutionForward(c->dnn, &one, p->x, a, p->f, b, p->conv,
+                                           (cudnnConvolutionFwdAlgo_t)p->algo[dir], c->arena,
+                                           p->ws[dir], &zero, p->y, out));
+    else if (dir == DIR_DATA)
+        KILN_CUDNN(cudnnConvolutionBackwardData(c->dnn, &one, p->f, b, p->y, a, p->conv,
+                                                (cudnnConvolutionBwdDataAlgo_t)p->algo[dir],
+                                                c->arena, p->ws[dir], &zero, p->x, out));
+    else
+        KILN_CUDNN(cudnnConvolutionBackwardFilter(c->dnn, &one, p->x, a, p->y, b, p->conv,
+                                                  (cudnnConvolutionBwdFilterAlgo_t)p->algo[dir],
+                                                  c->arena, p->ws[dir], &zero, p->f, out));
+fail:
+    if (rc != KILN_OK)
+        kiln_err_wrap(err, "%s (conv in %d out %d k %d stride %d groups %d, n %d %dx%d)",
+                      dir_name(dir), d->in_c, d->out_c, d->k, d->stride, d->groups, n, h, w);
+    return rc;
+}
+
+int cuda_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                      const float *x, const float *weight, float *y, kiln_err *err)
+{
+    return conv_run(be, DIR_FWD, d, n, h, w, x, weight, y, err);
+}
+
+/* a = dy, b = weight, out = dx */
+int cuda_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                            const float *dy, const float *weight, float *dx, kiln_err *err)
+{
+    return conv_run(be, DIR_DATA, d, n, h, w, dy, weight, dx, err);
+}
+
+/* a = x, b = dy, out = dweight */
+int cuda_conv_backward_filter(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                              const float *x, const float *dy, float *dweight, kiln_err *err)
+{
+    return conv_run(be, DIR_FILTER, d, n, h, w, x, dy, dweight, err);
+}

@@ -1,0 +1,124 @@
+/* lib/nn/cuda/cuda_internal.h — shared by the CUDA backend's host files
+ * (built into libkiln_cuda.so only); not a public header.
+ *
+ * Streams. Every op is enqueued on the backend's one stream (cuDNN and
+ * cuBLAS are bound to it); upload copies from pageable memory return once
+ * the host buffer is staged, download and the ops that return a host value
+ * (sum_squares, xent) synchronise the stream.
+ *
+ * Memory. Buffers come from `alloc` (cudaMalloc), which the model's plan
+ * calls once per batch shape. Workspace for cuDNN is one arena that only
+ * grows (cuda_arena_capacity), sized while the first step meets each conv
+ * shape; small device and host scratch (reduction partials, row losses)
+ * grow the same way. A training step therefore allocates nothing.
+ *
+ * Convolutions. Each shape gets a plan on first use: its cuDNN descriptors
+ * and, per direction, the algorithm cudnnFind timed fastest (or the _v7
+ * heuristics' first pick) among those that fit the workspace limit, are
+ * deterministic when asked and use TF32 only when allowed. Kept in a
+ * cuda_cache until the backend is destroyed.
+ */
+#ifndef KILN_NN_CUDA_INTERNAL_H
+#define KILN_NN_CUDA_INTERNAL_H
+
+#include "gpu/gpu_check.h"
+#include "nn/backend.h"
+#include "nn/cuda/cuda_kernels.h"
+#include "nn/cuda/cuda_plan.h"
+
+typedef struct cuda_impl {
+    kiln_nn_cuda_opts opts;
+    cudaStream_t stream;
+    cudnnHandle_t dnn;
+    cublasHandle_t blas;
+    cudnnTensorDescriptor_t bn_x, bn_param; /* set per call (host-side only) */
+    void *arena;
+    size_t arena_cap;
+    void *scratch; /* device: partial sums, row losses */
+    size_t scratch_cap;
+    double *host_scratch;
+    size_t host_scratch_cap;
+    cuda_cache convs;
+} cuda_impl;
+
+static inline cuda_impl *cuda_of(kiln_nn_backend *be)
+{
+    return (cuda_impl *)be->impl;
+}
+
+/* Out of device memory: KILN_ENOMEM with what was asked, what is free and
+ * the advice to lower the batch size. Clears CUDA's error state. */
+int cuda_oom(kiln_err *err, const char *what, size_t bytes);
+/* Grows the workspace arena to hold `bytes` (a no-op when it does). */
+int cuda_arena_reserve(cuda_impl *c, size_t bytes, kiln_err *err);
+/* Device scratch of at least `bytes`; NULL on failure. */
+void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err);
+/* Host scratch of at least `count` doubles; NULL on failure. */
+double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err);
+
+/* Ops, one group per file. */
+int cuda_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                      const float *x, const float *weight, float *y, kiln_err *err);
+int cuda_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                            const float *dy, const float *weight, float *dx, kiln_err *err);
+int cuda_conv_backward_filter(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                              const float *x, const float *dy, float *dweight, kiln_err *err);
+void cuda_conv_plans_free(cuda_impl *c);
+
+int cuda_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                          const float *gamma, const float *beta, float *running_mean,
+                          float *running_var, float momentum, float eps, float *y,
+                          float *save_mean, float *save_invstd, kiln_err *err);
+int cuda_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                         const float *gamma, const float *beta, const float *running_mean,
+                         const float *running_var, float eps, float *y, kiln_err *err);
+int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, const float *dy,
+                     const float *gamma, const float *save_mean, const float *save_invstd,
+                     float *dx, float *dgamma, float *dbeta, kiln_err *err);
+
+int cuda_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                        const float *weight, const float *bias, float *y, kiln_err *err);
+int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                         const float *weight, const float *dy, float *dx, float *dweight,
+                         float *dbias, kiln_err *err);
+
+/* cuda_ops.c: the ops on kiln's own kernels. */
+int cuda_fill(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err);
+int cuda_silu_forward(kiln_nn_backend *be, size_t count, const float *x, float *y, kiln_err *err);
+int cuda_silu_backward(kiln_nn_backend *be, size_t count, const float *x, const float *dy,
+                       float *dx, kiln_err *err);
+int cuda_sigmoid_forward(kiln_nn_backend *be, size_t count, const float *x, float *y,
+                         kiln_err *err);
+int cuda_sigmoid_backward(kiln_nn_backend *be, size_t count, const float *y, const float *dy,
+                          float *dx, kiln_err *err);
+int cuda_add(kiln_nn_backend *be, size_t count, const float *a, const float *b, float *y,
+             kiln_err *err);
+int cuda_mul(kiln_nn_backend *be, size_t count, const float *x, const float *mask, float *y,
+             kiln_err *err);
+int cuda_scale(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_err *err);
+int cuda_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
+                     kiln_err *err);
+int cuda_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
+              float *mask, kiln_err *err);
+int cuda_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
+                       const float *scale, float *y, kiln_err *err);
+int cuda_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
+                         kiln_err *err);
+int cuda_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float *dy, float *dx,
+                          kiln_err *err);
+int cuda_scale_channels_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                const float *s, float *y, kiln_err *err);
+int cuda_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                 const float *s, const float *dy, float *dx, float *ds,
+                                 kiln_err *err);
+int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const float *logits,
+                               const int32_t *labels, float ls, float *probs, float *dlogits,
+                               double *host_loss, kiln_err *err);
+int cuda_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *grad,
+                  float *momentum_buf, float lr, float momentum, int nesterov, float weight_decay,
+                  kiln_err *err);
+int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float *grad, float *m,
+                    float *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    int64_t step, kiln_err *err);
+
+#endif

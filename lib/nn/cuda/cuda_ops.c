@@ -1,0 +1,301 @@
+/* lib/nn/cuda/cuda_ops.c — the ops that run kiln's own kernels
+ * (cuda_kernels.cu): activations, arithmetic, masks, the squared norm,
+ * stochastic depth, pooling, SE gating, the loss and the optimizers. The
+ * argument checks are the CPU oracle's, so both refuse the same calls. */
+#include <math.h>
+#include <stdint.h>
+
+#include "nn/cuda/cuda_internal.h"
+
+static int ew(kiln_nn_backend *be, const char *op, cuda_ew_kind kind, size_t count,
+              const float *a, const float *b, float *y, float alpha, kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (count == 0)
+        return KILN_OK;
+    int needs_b = kind == CUDA_EW_SILU_BWD || kind == CUDA_EW_SIGMOID_BWD || kind == CUDA_EW_ADD ||
+                  kind == CUDA_EW_MUL;
+    if ((!a && kind != CUDA_EW_FILL) || !y || (needs_b && !b))
+        return kiln_err_set(err, KILN_EINVAL, "%s: NULL buffer", op);
+    KILN_CUDA(cuda_launch_ew(cuda_of(be)->stream, kind, count, a, b, y, alpha));
+fail:
+    return rc;
+}
+
+int cuda_fill(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err)
+{
+    if (count && !dst)
+        return kiln_err_set(err, KILN_EINVAL, "fill: NULL buffer");
+    return ew(be, "fill", CUDA_EW_FILL, count, NULL, NULL, dst, value, err);
+}
+
+int cuda_silu_forward(kiln_nn_backend *be, size_t count, const float *x, float *y, kiln_err *err)
+{
+    return ew(be, "silu_forward", CUDA_EW_SILU, count, x, NULL, y, 0, err);
+}
+
+int cuda_silu_backward(kiln_nn_backend *be, size_t count, const float *x, const float *dy,
+                       float *dx, kiln_err *err)
+{
+    return ew(be, "silu_backward", CUDA_EW_SILU_BWD, count, x, dy, dx, 0, err);
+}
+
+int cuda_sigmoid_forward(kiln_nn_backend *be, size_t count, const float *x, float *y,
+                         kiln_err *err)
+{
+    return ew(be, "sigmoid_forward", CUDA_EW_SIGMOID, count, x, NULL, y, 0, err);
+}
+
+int cuda_sigmoid_backward(kiln_nn_backend *be, size_t count, const float *y, const float *dy,
+                          float *dx, kiln_err *err)
+{
+    return ew(be, "sigmoid_backward", CUDA_EW_SIGMOID_BWD, count, y, dy, dx, 0, err);
+}
+
+int cuda_add(kiln_nn_backend *be, size_t count, const float *a, const float *b, float *y,
+             kiln_err *err)
+{
+    return ew(be, "add", CUDA_EW_ADD, count, a, b, y, 0, err);
+}
+
+int cuda_mul(kiln_nn_backend *be, size_t count, const float *x, const float *mask, float *y,
+             kiln_err *err)
+{
+    return ew(be, "mul", CUDA_EW_MUL, count, x, mask, y, 0, err);
+}
+
+int cuda_scale(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_err *err)
+{
+    return ew(be, "scale", CUDA_EW_SCALE, count, x, NULL, x, alpha, err);
+}
+
+int cuda_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
+                     kiln_err *err)
+{
+    int rc = KILN_OK;
+    cuda_impl *c = cuda_of(be);
+    if (!host_out || (count && !x))
+        return kiln_err_set(err, KILN_EINVAL, "sum_squares: NULL buffer");
+    *host_out = 0;
+    if (count == 0)
+        return KILN_OK;
+    size_t chunks = (count + CUDA_SUMSQ_CHUNK - 1) / CUDA_SUMSQ_CHUNK;
+    double *partial = cuda_scratch(c, chunks * sizeof(double), err);
+    double *host = cuda_host_scratch(c, chunks, err);
+    if (!partial || !host)
+        return err ? (int)err->code : KILN_ENOMEM;
+    KILN_CUDA(cuda_launch_sum_squares(c->stream, count, x, partial));
+    KILN_CUDA(cudaMemcpyAsync(host, partial, chunks * sizeof *host, cudaMemcpyDeviceToHost,
+                              c->stream));
+    KILN_CUDA(cudaStreamSynchronize(c->stream));
+    /* Chunks added in order, as the CPU does. */
+    double total = 0;
+    for (size_t i = 0; i < chunks; i++)
+        total += host[i];
+    *host_out = total;
+fail:
+    return rc;
+}
+
+int cuda_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
+              float *mask, kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (!(p >= 0.0f && p < 1.0f))
+        return kiln_err_set(err, KILN_EINVAL, "mask: drop probability %g is not in [0, 1)",
+                            (double)p);
+    if (count == 0)
+        return KILN_OK;
+    if (!mask)
+        return kiln_err_set(err, KILN_EINVAL, "mask: NULL buffer");
+    KILN_CUDA(cuda_launch_mask(cuda_of(be)->stream, count, p, seed, offset, mask));
+fail:
+    return rc;
+}
+
+int cuda_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
+                       const float *scale, float *y, kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (n < 0)
+        return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
+    if (n == 0 || per_sample == 0)
+        return KILN_OK;
+    if (cuda_check_ptrs(err, "scale_samples", 3, x, scale, y))
+        return KILN_EINVAL;
+    KILN_CUDA(cuda_launch_scale_samples(cuda_of(be)->stream, n, per_sample, x, scale, y));
+fail:
+    return rc;
+}
+
+/* The [n*c, hw] row ops: the CPU's checks, then the kernel. */
+enum { AVG_FWD, AVG_BWD, SCALE_FWD, SCALE_BWD };
+
+static int rows_op(kiln_nn_backend *be, const char *op, int kind, int n, int c, int hw,
+                   const float *x, const float *s, const float *dy, float *y, float *dx,
+                   float *ds, kiln_err *err)
+{
+    int rc = cuda_check_dims(err, op, n, c, hw);
+    if (rc)
+        return rc;
+    if (hw == 0 && (kind == AVG_FWD || kind == AVG_BWD))
+        return kiln_err_set(err, KILN_EINVAL, "%s: cannot average over 0 pixels", op);
+    size_t rows = (size_t)n * (size_t)c;
+    if (rows == 0)
+        return KILN_OK;
+    cudaStream_t st = cuda_of(be)->stream;
+    switch (kind) {
+    case AVG_FWD:
+        KILN_CUDA(cuda_launch_avgpool_fwd(st, rows, hw, x, y));
+        break;
+    case AVG_BWD:
+        KILN_CUDA(cuda_launch_avgpool_bwd(st, rows, hw, dy, dx));
+        break;
+    case SCALE_FWD:
+        KILN_CUDA(cuda_launch_scale_channels_fwd(st, rows, hw, x, s, y));
+        break;
+    default:
+        KILN_CUDA(cuda_launch_scale_channels_bwd(st, rows, hw, x, s, dy, dx, ds));
+        break;
+    }
+fail:
+    return rc;
+}
+
+int cuda_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
+                         kiln_err *err)
+{
+    int rc = cuda_check_ptrs(err, "avgpool_forward", 2, x, y);
+    return rc ? rc : rows_op(be, "avgpool_forward", AVG_FWD, n, c, hw, x, NULL, NULL, y, NULL,
+                             NULL, err);
+}
+
+int cuda_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float *dy, float *dx,
+                          kiln_err *err)
+{
+    int rc = cuda_check_ptrs(err, "avgpool_backward", 2, dy, dx);
+    return rc ? rc : rows_op(be, "avgpool_backward", AVG_BWD, n, c, hw, NULL, NULL, dy, NULL, dx,
+                             NULL, err);
+}
+
+int cuda_scale_channels_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                const float *s, float *y, kiln_err *err)
+{
+    int rc = cuda_check_ptrs(err, "scale_channels_forward", 3, x, s, y);
+    return rc ? rc : rows_op(be, "scale_channels_forward", SCALE_FWD, n, c, hw, x, s, NULL, y,
+                             NULL, NULL, err);
+}
+
+int cuda_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                 const float *s, const float *dy, float *dx, float *ds,
+                                 kiln_err *err)
+{
+    int rc = cuda_check_ptrs(err, "scale_channels_backward", 5, x, s, dy, dx, ds);
+    return rc ? rc : rows_op(be, "scale_channels_backward", SCALE_BWD, n, c, hw, x, s, dy, NULL,
+                             dx, ds, err);
+}
+
+/* Labels are checked on the host (n int32, one small copy) so a bad one
+ * gets the CPU's message before anything is written. */
+int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const float *logits,
+                               const int32_t *labels, float ls, float *probs, float *dlogits,
+                               double *host_loss, kiln_err *err)
+{
+    cuda_impl *c = cuda_of(be);
+    int rc = cuda_check_dims(err, "xent_forward_backward", n, classes, 0);
+    if (rc)
+        return rc;
+    if (n < 1 || classes < 1)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "xent_forward_backward: need n >= 1 and classes >= 1, got %d, %d", n,
+                            classes);
+    if (!(ls >= 0.0f && ls <= 1.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "xent_forward_backward: label smoothing %g is not in [0, 1]",
+                            (double)ls);
+    if ((rc = cuda_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
+                              host_loss)))
+        return rc;
+    /* Host scratch: n doubles of row losses, then n int32 labels. */
+    size_t doubles = (size_t)n + ((size_t)n + 1) / 2;
+    double *host = cuda_host_scratch(c, doubles, err);
+    double *rows = cuda_scratch(c, (size_t)n * sizeof(double), err);
+    if (!host || !rows)
+        return err ? (int)err->code : KILN_ENOMEM;
+    int32_t *host_labels = (int32_t *)(void *)(host + n);
+    KILN_CUDA(cudaMemcpyAsync(host_labels, labels, (size_t)n * sizeof *host_labels,
+                              cudaMemcpyDeviceToHost, c->stream));
+    KILN_CUDA(cudaStreamSynchronize(c->stream));
+    for (int i = 0; i < n; i++)
+        if (host_labels[i] < 0 || host_labels[i] >= classes)
+            return kiln_err_set(err, KILN_EINVAL,
+                                "xent_forward_backward: label %d of sample %d is not in [0, %d)",
+                                (int)host_labels[i], i, classes);
+    KILN_CUDA(cuda_launch_xent(c->stream, n, classes, logits, labels, ls, probs, dlogits, rows));
+    KILN_CUDA(cudaMemcpyAsync(host, rows, (size_t)n * sizeof *host, cudaMemcpyDeviceToHost,
+                              c->stream));
+    KILN_CUDA(cudaStreamSynchronize(c->stream));
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += host[i];
+    *host_loss = total / n;
+fail:
+    return rc;
+}
+
+int cuda_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *grad,
+                  float *momentum_buf, float lr, float momentum, int nesterov, float weight_decay,
+                  kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "sgd_step: lr %g, momentum %g and weight decay %g must be >= 0",
+                            (double)lr, (double)momentum, (double)weight_decay);
+    if (nesterov && momentum == 0.0f)
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: nesterov needs a momentum");
+    if (count == 0)
+        return KILN_OK;
+    if (!param || !grad || (momentum != 0.0f && !momentum_buf))
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: NULL buffer");
+    cuda_sgd_args a = {.lr = lr, .momentum = momentum, .wd = weight_decay,
+                       .nesterov = nesterov != 0};
+    KILN_CUDA(cuda_launch_sgd(cuda_of(be)->stream, count, param, grad, momentum_buf, &a));
+fail:
+    return rc;
+}
+
+int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float *grad, float *m,
+                    float *v, float lr, float beta1, float beta2, float eps, float weight_decay,
+                    int64_t step, kiln_err *err)
+{
+    int rc = KILN_OK;
+    if (!(lr >= 0.0f) || !(eps >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "adamw_step: lr %g, eps %g and weight decay %g must be >= 0",
+                            (double)lr, (double)eps, (double)weight_decay);
+    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: betas %g, %g are not in [0, 1)",
+                            (double)beta1, (double)beta2);
+    if (step < 1)
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: step %lld must count from 1",
+                            (long long)step);
+    if (count == 0)
+        return KILN_OK;
+    if ((rc = cuda_check_ptrs(err, "adamw_step", 4, param, grad, m, v)))
+        return rc;
+    /* The scalars PyTorch computes in Python, in double, rounded once. */
+    double bc1 = 1.0 - pow((double)beta1, (double)step);
+    double bc2 = 1.0 - pow((double)beta2, (double)step);
+    cuda_adamw_args a = {.decay = (float)(1.0 - (double)lr * (double)weight_decay),
+                         .beta1 = beta1,
+                         .beta2 = beta2,
+                         .one_m_b1 = (float)(1.0 - (double)beta1),
+                         .one_m_b2 = (float)(1.0 - (double)beta2),
+                         .eps = eps,
+                         .bc2_sqrt = (float)sqrt(bc2),
+                         .neg_step = (float)(-(double)lr / bc1)};
+    KILN_CUDA(cuda_launch_adamw(cuda_of(be)->stream, count, param, grad, m, v, &a));
+fail:
+    return rc;
+}
