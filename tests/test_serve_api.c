@@ -22,7 +22,7 @@ static int group_setup(void **state)
     if (kt_trackserver_start(&f->ts) != 0)
         return -1;
     f->root = kt_mkdtemp();
-    f->run_id = ts_train(f->root, "model", f->ts.uri);
+    f->run_id = ts_train(f->root, "model", f->ts.uri, 42);
     f->c = ts_client(f->ts.uri);
     char source[256];
     snprintf(source, sizeof source, "runs:/%s/model", f->run_id);

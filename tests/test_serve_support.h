@@ -27,9 +27,10 @@
 
 /* ---- a trained package ---- */
 
-/* Train a package into root/<name> (3 images per class, 32x32, 1 epoch);
- * with `uri`, the run is tracked there and its id returned (malloc'ed). */
-static TS_UNUSED char *ts_train(const char *root, const char *name, const char *uri)
+/* Train a package into root/<name> (3 images per class, 32x32, 1 epoch,
+ * `seed`); with `uri`, the run is tracked there and its id returned
+ * (malloc'ed). */
+static TS_UNUSED char *ts_train(const char *root, const char *name, const char *uri, int seed)
 {
     char *out = NULL;
     const char *src = getenv("KILN_SOURCE_DIR");
@@ -50,8 +51,10 @@ static TS_UNUSED char *ts_train(const char *root, const char *name, const char *
     char mlflow[128] = "";
     if (uri)
         snprintf(mlflow, sizeof mlflow, "--mlflow %s --experiment serve-tests", uri);
-    if (kt_run_capture(&out, "%s train --data %s --out %s --epochs 1 --batch-size 8 --threads 2 %s",
-                       kt_kiln_bin(), data, model, mlflow) != 0)
+    if (kt_run_capture(&out,
+                       "%s train --data %s --out %s --epochs 1 --batch-size 8 --threads 2 "
+                       "--seed %d %s",
+                       kt_kiln_bin(), data, model, seed, mlflow) != 0)
         fail_msg("kiln train: %s", out);
     free(out);
     char *run_id = NULL;
