@@ -10,8 +10,10 @@ int kiln_cmd_prepare(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_data(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_s3(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_evaluate(int argc, char **argv, const kiln_logger *log);
+int kiln_cmd_predict(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_train(int argc, char **argv, const kiln_logger *log);
 int kiln_cmd_version(int argc, char **argv, const kiln_logger *log);
+int kiln_cmd_pipeline(int argc, char **argv, const kiln_logger *log);
 
 /* Parse an integer flag value in [lo, hi] into *out. Returns 0, or prints
  * "kiln CMD: FLAG must be an integer in [lo, hi], got 'S'" and returns 2

@@ -18,6 +18,8 @@ static const subcommand subcommands[] = {
     {"s3", kiln_cmd_s3, "copy to and from S3 / MinIO, list, make buckets"},
     {"train", kiln_cmd_train, "prepared dataset -> trained model package, tracked in MLflow"},
     {"evaluate", kiln_cmd_evaluate, "metrics, confusion matrix and latency of a model package on a split"},
+    {"predict", kiln_cmd_predict, "classify image files with a model package (as kiln-serve does)"},
+    {"pipeline", kiln_cmd_pipeline, "KFP pipeline: compile, validate, run-local, submit, schedule"},
     {"version", kiln_cmd_version, "print kiln's version, build options and GPU"},
 };
 #define N_SUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])
