@@ -27,7 +27,7 @@ static void train_usage(FILE *out)
             "Trains an EfficientNet on a prepared dataset (kiln prepare) and writes the model\n"
             "package to MODEL_DIR, with checkpoints in MODEL_DIR/checkpoint/.\n\noptions:\n"
             "  --config FILE          YAML config (train.*, augment.*, data.workers)\n"
-            "  --device auto|cpu|cuda where to train (default auto: the CPU for now)\n"
+            "  --device auto|cpu|cuda where to train (default auto: the GPU when usable)\n"
             "  --init-weights FILE    pretrained safetensors; the head is re-initialised\n"
             "  --resume               continue from MODEL_DIR/checkpoint\n"
             "  --epochs N --batch-size N --lr X   override train.* of the config\n"
@@ -131,20 +131,15 @@ static int build_config(const train_flags *f, kiln_config *cfg, kiln_err *err)
     return rc == KILN_OK ? kiln_config_validate(cfg, err) : rc;
 }
 
-/* auto: the CPU, saying why; cuda: refused until the CUDA backend lands. */
+/* --device cuda without a usable GPU fails here, before a run is started;
+ * auto is decided (and logged) by kiln_nn_backend_open in the trainer. */
 static int resolve_device(const char *device, const kiln_logger *log)
 {
     kiln_gpu_info gpu;
     kiln_err err = {0};
-    if (device && strcmp(device, "cuda") == 0) {
-        kiln_log_error(log, "kiln train: --device cuda: kiln has no CUDA training backend yet; "
-                            "use --device cpu (or auto)");
-        return 2;
-    }
-    if (!device || strcmp(device, "auto") == 0) {
-        int found = kiln_gpu_probe(&gpu, &err) == KILN_OK;
-        kiln_log_info(log, "train: device auto: using the CPU (%s%s)",
-                      found ? "a GPU is present but " : "", "no CUDA training backend is available yet");
+    if (device && strcmp(device, "cuda") == 0 && kiln_gpu_probe(&gpu, &err) != KILN_OK) {
+        kiln_log_error(log, "kiln train: --device cuda: %s; use --device cpu (or auto)", err.msg);
+        return 1;
     }
     return 0;
 }
@@ -214,6 +209,7 @@ int kiln_cmd_train(int argc, char **argv, const kiln_logger *log)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     o.data_dir = f.data;
     o.out_dir = f.out;
+    o.device = f.device ? f.device : "auto";
     o.init_weights = f.init;
     o.resume = f.resume;
     o.threads = f.threads ? f.threads : (cores > 0 ? (int)cores : 1);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/fs.h"
+#include "gpu/gpu.h"
 #include "mlflow/mlflow.h"
 #include "support/dsbuild.h"
 #include "support/testutil.h"
@@ -52,8 +53,17 @@ static void test_bad_flags(void **state)
     expect_usage_error("--data d --out o --lr fast", "--lr");
     expect_usage_error("--data d --out o extra", "unexpected argument 'extra'");
     expect_usage_error("--data d --out o --seed -1", "--seed");
-    snprintf(args, sizeof args, "--data %s --out %s/m --device cuda", data, root);
-    expect_usage_error(args, "no CUDA training backend");
+    kiln_gpu_info gpu;
+    if (kiln_gpu_probe(&gpu, NULL) != KILN_OK) {
+        /* No usable GPU: --device cuda fails before a run starts, saying why. */
+        char *msg = NULL;
+        snprintf(args, sizeof args, "--data %s --out %s/m --device cuda", data, root);
+        int st = kt_run_capture(&msg, "%s train %s", kt_kiln_bin(), args);
+        if (st != 1 || !strstr(msg, "--device cuda: "))
+            fail_msg("kiln train %s: exit %d, wanted 1 and '--device cuda: ' in:\n%s", args, st,
+                     msg);
+        free(msg);
+    }
     snprintf(args, sizeof args, "--data %s --out %s/m --mlflow ftp://x", data, root);
     expect_usage_error(args, "ftp://x");
     char *out = NULL;

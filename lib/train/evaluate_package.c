@@ -39,7 +39,7 @@ int kiln_evaluate(const kiln_eval_opts *opts, const kiln_logger *log, kiln_eval_
         return kiln_err_set(err, KILN_EINVAL, "evaluate: unknown split %d", opts->split);
     if ((rc = out_path(opts, dir, sizeof dir, err)) != KILN_OK)
         return rc;
-    if (!be && !(be = own_be = kiln_nn_cpu_create(opts->threads, err)))
+    if (!be && !(be = own_be = kiln_nn_backend_open("auto", opts->threads, log, err)))
         return err ? err->code : KILN_EIO;
     if (!(model = kiln_model_load(opts->model_dir, be, &info, err))) {
         rc = err ? err->code : KILN_EIO;

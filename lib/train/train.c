@@ -83,7 +83,7 @@ static int open_data(train_ctx *c, kiln_err *err)
 static int make_model(train_ctx *c, kiln_err *err)
 {
     const kiln_train_opts *o = c->o;
-    if (!(c->be = kiln_nn_cpu_create(o->threads, err)))
+    if (!(c->be = kiln_nn_backend_open(o->device, o->threads, o->log, err)))
         return err ? (int)err->code : KILN_EDEVICE;
     if (!(c->model = kiln_effnet_create(o->cfg.train.model, c->classes, c->be, err)))
         return err ? (int)err->code : KILN_ENOMEM;
@@ -376,9 +376,10 @@ static int check_opts(const kiln_train_opts *o, kiln_err *err)
         return kiln_err_set(err, KILN_EINVAL, "train: threads must be >= 1, got %d", o->threads);
     if (o->warmup_epochs < 0 || o->patience < 0)
         return kiln_err_set(err, KILN_EINVAL, "train: warmup epochs and patience must be >= 0");
-    if (o->device && strcmp(o->device, "cpu") != 0)
-        return kiln_err_set(err, KILN_EUNSUPPORTED,
-                            "train: device '%s': only the CPU backend exists so far", o->device);
+    if (o->device && strcmp(o->device, "auto") && strcmp(o->device, "cpu") &&
+        strcmp(o->device, "cuda"))
+        return kiln_err_set(err, KILN_EINVAL, "train: device '%s': expected auto, cpu or cuda",
+                            o->device);
     return kiln_config_validate(&o->cfg, err);
 }
 
