@@ -10,6 +10,7 @@ packages=(
   libcmocka-dev clang libclang-rt-14-dev
   python3 python3-pil python3-botocore openssl dataset-fashion-mnist
   python3-torch python3-torchvision chromium
+  python3-fastapi python3-uvicorn python3-multipart wrk
 )
 # Node.js runs the S3 server the tests talk to (s3rver, from npm).
 command -v npm >/dev/null || packages+=(nodejs npm)
