@@ -115,7 +115,9 @@ static int cmd_validate(int argc, char **argv, const kiln_logger *log)
         const cJSON *tasks[KILN_KFP_MAX_TASKS];
         size_t n = 0;
         kiln_kfp_ir_order(ir, tasks, KILN_KFP_MAX_TASKS, &n, &err);
-        printf("%s: valid KFP v2 pipeline '%s', %zu tasks:", file, ir->name, n);
+        const cJSON *info = cJSON_GetObjectItemCaseSensitive(ir->spec, "pipelineInfo");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(info, "name");
+        printf("%s: valid KFP v2 pipeline '%s', %zu tasks:", file, name->valuestring, n);
         for (size_t i = 0; i < n; i++)
             printf(" %s", tasks[i]->string);
         printf("\n");
