@@ -318,11 +318,57 @@ static void test_sigterm_under_load(void **state)
     assert_int_equal(atomic_load(&l.refused), CLIENTS);
 }
 
+/* Wait (30 s at most) until GET / reports `version` (NULL: not ready). */
+static int wait_for_version(const ts_serve *s, const char *version)
+{
+    for (double end = kt_now_s() + 30; kt_now_s() < end; kt_sleep_ms(50)) {
+        ts_reply r = ts_get(s->url, "/");
+        cJSON *j = cJSON_Parse(r.body);
+        const cJSON *v = cJSON_GetObjectItem(j, "model_version");
+        int hit = version ? cJSON_IsString(v) && strcmp(v->valuestring, version) == 0
+                          : cJSON_IsNull(v);
+        cJSON_Delete(j);
+        ts_reply_free(&r);
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+/* --poll-interval: the server follows the registry by itself; a broken
+ * version (3, in Production after the first test) leaves it unready. */
+static void test_poll_interval(void **state)
+{
+    fixture *f = *state;
+    ts_serve s;
+    char *dir = kt_path(f->root, "poll"), *cache = kt_path(f->root, "cache");
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
+    ts_stage(f->c, MODEL, 3, "Production");
+    const char *args[] = {"--model-name", MODEL, "--cache-dir", cache, "--poll-interval", "0.1",
+                          NULL};
+    assert_int_equal(ts_serve_start(&s, dir, f->ts.uri, args), 0);
+    assert_true(wait_for_version(&s, NULL));
+    ts_reply r = ts_get(s.url, "/readyz");
+    assert_int_equal(r.status, 503);
+    ts_reply_free(&r);
+    ts_stage(f->c, MODEL, 1, "Production");
+    assert_true(wait_for_version(&s, "1"));
+    ts_stage(f->c, MODEL, 2, "Production");
+    assert_true(wait_for_version(&s, "2"));
+    assert_true(predict_conf(&(fixture){.srv = s, .jpg = f->jpg, .jpg_len = f->jpg_len}, 2) ==
+                f->conf[2]);
+    assert_int_equal(ts_serve_stop(&s, 30), 0);
+    free(dir);
+    free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reload_under_load),
         cmocka_unit_test(test_sigterm_under_load),
+        cmocka_unit_test(test_poll_interval),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int failed = cmocka_run_group_tests(tests, setup, teardown);

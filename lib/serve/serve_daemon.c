@@ -99,7 +99,8 @@ static void h_root(kiln_http_request *req, void *ctx)
     }
     cJSON *classes = info ? cJSON_DetachItemFromObject(info, "classes") : cJSON_CreateArray();
     cJSON_AddItemToObject(o, "classes", classes);
-    cJSON_AddStringToObject(o, "device", "cpu");
+    const cJSON *dev = info ? cJSON_GetObjectItemCaseSensitive(info, "device") : NULL;
+    cJSON_AddStringToObject(o, "device", cJSON_IsString(dev) ? dev->valuestring : "cpu");
     cJSON_AddItemToObject(o, "image_version", str_or_null(d->image_version));
     cJSON_AddStringToObject(o, "kiln_version", KILN_VERSION);
     cJSON_Delete(info);

@@ -94,6 +94,8 @@ int kiln_serve_daemon_reload(kiln_serve_daemon *d, kiln_err *err)
 
 /* ---- the poller ---- */
 
+#define RETRY_POLLS 10
+
 static int poll_wait(kiln_serve_daemon *d)
 {
     struct timespec until;
@@ -117,6 +119,10 @@ static int poll_wait(kiln_serve_daemon *d)
 static void *poller(void *arg)
 {
     kiln_serve_daemon *d = arg;
+    /* A version that did not load is retried every RETRY_POLLS polls only
+     * (a broken package stays broken; a network failure may pass). */
+    char failed[64] = "";
+    int wait_polls = 0;
     while (!poll_wait(d)) {
         kiln_err err = {0};
         char *latest = NULL;
@@ -127,9 +133,14 @@ static void *poller(void *arg)
         kiln_serve_model *m = srv_acquire(d);
         int changed = !m || strcmp(kiln_serve_model_version(m), latest) != 0;
         kiln_serve_model_unref(m);
-        if (changed) {
+        int retry_later = changed && strcmp(failed, latest) == 0 && wait_polls-- > 0;
+        if (changed && !retry_later) {
             kiln_log_info(d->log, "serve: the registry now has version %s; reloading", latest);
-            kiln_serve_daemon_reload(d, &err);
+            failed[0] = '\0';
+            if (kiln_serve_daemon_reload(d, &err) != KILN_OK) {
+                snprintf(failed, sizeof failed, "%s", latest);
+                wait_polls = RETRY_POLLS;
+            }
         }
         free(latest);
     }
