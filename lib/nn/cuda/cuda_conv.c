@@ -107,40 +107,33 @@ static int is_tensor_math(cudnnMathType_t m)
 
 /* The candidates of one direction, fastest first: timed by cudnnFind (it
  * runs each, on scratch memory of its own, once per shape) or ranked by the
- * _v7 heuristics. */
+ * _v7 heuristics — also when cudnnFind itself fails (it allocates, and
+ * memory may be short). */
+#define CANDIDATES(perf_t, find_fn, v7_fn, ...)                                               \
+    do {                                                                                      \
+        perf_t perf[MAX_ALGOS];                                                               \
+        cudnnStatus_t st_ = CUDNN_STATUS_NOT_SUPPORTED;                                       \
+        if (c->opts.find)                                                                     \
+            st_ = find_fn(c->dnn, __VA_ARGS__, MAX_ALGOS, &n, perf);                          \
+        if (st_ != CUDNN_STATUS_SUCCESS)                                                      \
+            KILN_CUDNN(v7_fn(c->dnn, __VA_ARGS__, MAX_ALGOS, &n, perf));                      \
+        TO_CHOICES(perf, n, out);                                                             \
+    } while (0)
+
 static int candidates(cuda_impl *c, conv_plan *p, int dir, cuda_algo_choice *out, int *count,
                       kiln_err *err)
 {
     int rc = KILN_OK, n = 0;
-    int find = c->opts.find;
-    if (dir == DIR_FWD) {
-        cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
-        if (find)
-            KILN_CUDNN(cudnnFindConvolutionForwardAlgorithm(c->dnn, p->x, p->f, p->conv, p->y,
-                                                            MAX_ALGOS, &n, perf));
-        else
-            KILN_CUDNN(cudnnGetConvolutionForwardAlgorithm_v7(c->dnn, p->x, p->f, p->conv, p->y,
-                                                              MAX_ALGOS, &n, perf));
-        TO_CHOICES(perf, n, out);
-    } else if (dir == DIR_DATA) {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
-        if (find)
-            KILN_CUDNN(cudnnFindConvolutionBackwardDataAlgorithm(c->dnn, p->f, p->y, p->conv,
-                                                                 p->x, MAX_ALGOS, &n, perf));
-        else
-            KILN_CUDNN(cudnnGetConvolutionBackwardDataAlgorithm_v7(c->dnn, p->f, p->y, p->conv,
-                                                                   p->x, MAX_ALGOS, &n, perf));
-        TO_CHOICES(perf, n, out);
-    } else {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
-        if (find)
-            KILN_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithm(c->dnn, p->x, p->y, p->conv,
-                                                                   p->f, MAX_ALGOS, &n, perf));
-        else
-            KILN_CUDNN(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c->dnn, p->x, p->y, p->conv,
-                                                                     p->f, MAX_ALGOS, &n, perf));
-        TO_CHOICES(perf, n, out);
-    }
+    if (dir == DIR_FWD)
+        CANDIDATES(cudnnConvolutionFwdAlgoPerf_t, cudnnFindConvolutionForwardAlgorithm,
+                   cudnnGetConvolutionForwardAlgorithm_v7, p->x, p->f, p->conv, p->y);
+    else if (dir == DIR_DATA)
+        CANDIDATES(cudnnConvolutionBwdDataAlgoPerf_t, cudnnFindConvolutionBackwardDataAlgorithm,
+                   cudnnGetConvolutionBackwardDataAlgorithm_v7, p->f, p->y, p->conv, p->x);
+    else
+        CANDIDATES(cudnnConvolutionBwdFilterAlgoPerf_t,
+                   cudnnFindConvolutionBackwardFilterAlgorithm,
+                   cudnnGetConvolutionBackwardFilterAlgorithm_v7, p->x, p->y, p->conv, p->f);
     *count = n;
 fail:
     return rc;
@@ -175,7 +168,9 @@ static int plan_choose(cuda_impl *c, conv_plan *p, int dir, const kiln_conv_desc
         return rc;
     p->algo[dir] = ch[i].algo;
     p->ws[dir] = ch[i].memory;
-    p->math[dir] = (cudnnMathType_t)ch[i].math;
+    /* Without TF32, FMA math whatever the result says: DEFAULT_MATH would
+     * let cuDNN use TF32 on Ampere and later. */
+    p->math[dir] = c->opts.tf32 ? (cudnnMathType_t)ch[i].math : CUDNN_FMA_MATH;
     p->chosen[dir] = 1;
     return KILN_OK;
 }

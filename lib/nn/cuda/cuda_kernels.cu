@@ -50,6 +50,13 @@ __device__ static float block_max(float v)
     return m;
 }
 
+// x * a + 0, as the CPU's affine(x, a, 0) rounds it (a -0 product becomes
+// +0); the intrinsics keep nvcc from dropping the + 0.
+__device__ static float affine0(float x, float a)
+{
+    return __fadd_rn(__fmul_rn(x, a), 0.0f);
+}
+
 #define GRID_LOOP(i, count)                                                                     \
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (count);                \
          i += (size_t)gridDim.x * blockDim.x)
@@ -85,7 +92,7 @@ __global__ static void ew_kernel(int kind, size_t count, const float *a, const f
             y[i] = a[i] * b[i];
             break;
         case CUDA_EW_SCALE:
-            y[i] = a[i] * alpha;
+            y[i] = affine0(a[i], alpha);
             break;
         case CUDA_EW_FILL:
             y[i] = alpha;
@@ -124,7 +131,7 @@ __global__ static void scale_samples_kernel(size_t total, size_t per_sample, con
                                             const float *scale, float *y)
 {
     GRID_LOOP(i, total)
-    y[i] = x[i] * scale[i / per_sample];
+    y[i] = affine0(x[i], scale[i / per_sample]);
 }
 
 extern "C" cudaError_t cuda_launch_scale_samples(cudaStream_t s, int n, size_t per_sample,
@@ -203,7 +210,7 @@ __global__ static void scale_channels_fwd_kernel(size_t total, int hw, const flo
                                                  const float *sc, float *y)
 {
     GRID_LOOP(i, total)
-    y[i] = x[i] * sc[i / (size_t)hw];
+    y[i] = affine0(x[i], sc[i / (size_t)hw]);
 }
 
 extern "C" cudaError_t cuda_launch_scale_channels_fwd(cudaStream_t s, size_t rows, int hw,
@@ -226,7 +233,7 @@ __global__ static void scale_channels_bwd_kernel(int hw, const float *x, const f
     for (int j = threadIdx.x; j < hw; j += THREADS) {
         float g = dy[o + j];
         acc += (double)g * (double)x[o + j];
-        dx[o + j] = g * scale;
+        dx[o + j] = affine0(g, scale);
     }
     double total = block_sum(acc);
     if (threadIdx.x == 0)

@@ -1,0 +1,104 @@
+#!/bin/bash
+# bench/gpu/run-device.sh — on the GPU machine: every GPU test of the CUDA
+# backend, then kiln's EfficientNet speed next to PyTorch's in the same run.
+#
+# Prepared here with bench/gpu/pack.sh (it builds and bundles the binaries
+# and the libraries the machine lacks into .gpu-carry/kiln-gpu.tar.xz), then
+# run from the device tool as ONE call (15 minutes of device time in all):
+#
+#   run(command="bash bench/gpu/run-device.sh", carry=[".gpu-carry"], timeout_s=560)
+#
+# Phases (each step has its own timeout, so the call always returns):
+#   1. environment: nvidia-smi, where CUDA/cuDNN/cuBLAS libraries are, that
+#      libkiln_cuda.so resolves every library;
+#   2. tests: test_gpu, test_nn_cuda_host, test_nn_cuda_ops,
+#      test_nn_cuda_model — a SKIPPED line counts as a failure here;
+#   3. speed (SKIP_BENCH=1 leaves it out): bench_gpu for B0@224 bs128
+#      training (fp32 and TF32), B3@300 bs64 training (TF32), B0@224
+#      inference bs1 and bs64, then torch_effnet.py's eager measurements
+#      (its --compile and data-loader parts left out for time).
+# Env: MEMCHECK=1 also runs test_nn_cuda_ops under compute-sanitizer.
+# Everything is logged under $OUT (the device tool brings it back).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/kiln-gpu-out}
+mkdir -p "$OUT"
+LOG=$OUT/run.log
+exec > >(tee "$LOG") 2>&1
+B=/tmp/kiln-gpu
+SUMMARY=$OUT/summary.txt
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+[[ -f .gpu-carry/kiln-gpu.tar.xz ]] || { echo "no .gpu-carry/kiln-gpu.tar.xz: run bench/gpu/pack.sh here and carry .gpu-carry"; exit 2; }
+rm -rf "$B" && tar -C /tmp -xJf .gpu-carry/kiln-gpu.tar.xz || exit 2
+note "bundle revision $(cat $B/REVISION)"
+
+# --- 1. environment ---------------------------------------------------------
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
+libdirs=""
+for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
+    hit=$( (ls /usr/lib/x86_64-linux-gnu/$lib /usr/local/cuda/lib64/$lib \
+               /usr/local/cuda/targets/x86_64-linux/lib/$lib 2>/dev/null;
+            find /usr /opt /lib -name "$lib" 2>/dev/null) | head -1)
+    [[ -n $hit ]] || { note "MISSING $lib on this machine"; continue; }
+    note "$lib: $hit"
+    libdirs="$libdirs:$(dirname "$hit")"
+done
+export LD_LIBRARY_PATH="$B/lib$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ldd "$B/bin/libkiln_cuda.so" | grep "not found"; then
+    note "FAIL: libkiln_cuda.so has unresolved libraries (above)"
+fi
+for f in "$B"/bin/test_* "$B"/bin/bench_gpu; do
+    ldd "$f" | grep -q "not found" && { note "FAIL: $(basename $f) misses:"; ldd "$f" | grep "not found"; }
+done
+
+# --- 2. tests ---------------------------------------------------------------
+export KILN_TEST_FAKE_CUDA_MODULE=$B/bin/libkiln_fake_cuda_module.so
+failed=0
+run_test() { # name timeout [wrapper...]
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" "$B/bin/$name" > "$OUT/$name.log" 2>&1
+    local rc=$?
+    cat "$OUT/$name.log"
+    local verdict=PASS
+    if ((rc != 0)); then verdict="FAIL (exit $rc)"; fi
+    if grep -q "SKIPPED" "$OUT/$name.log"; then verdict="FAIL (skipped on the GPU machine)"; fi
+    [[ $verdict == PASS ]] || failed=$((failed + 1))
+    note "test $name: $verdict in $((SECONDS - t0)) s"
+    grep -E "^\[  FAILED  \] test|^ERROR:|^SKIPPED:" "$OUT/$name.log" | sort -u | head -20 >> "$SUMMARY"
+}
+run_test test_gpu 60
+run_test test_nn_cuda_host 60
+run_test test_nn_cuda_ops 240
+run_test test_nn_cuda_model 300
+if [[ ${MEMCHECK:-0} == 1 ]] && command -v compute-sanitizer >/dev/null; then
+    run_test test_nn_cuda_ops 400 compute-sanitizer --tool memcheck --error-exitcode 9
+fi
+note "tests failed: $failed"
+
+# --- 3. speed: kiln, then PyTorch, same machine, same run ---------------------
+if [[ ${SKIP_BENCH:-0} == 1 ]]; then exit $((failed > 0)); fi
+bench() { # label env... -- args
+    local line
+    line=$(timeout 180 env "$@" 2>&1 | tail -1)
+    note "$line"
+}
+bench KILN_CUDA_TF32=0 "$B/bin/bench_gpu" --mode train --variant b0 --size 224 --batch 128
+bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode train --variant b0 --size 224 --batch 128
+bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode train --variant b3 --size 300 --batch 64 --iters 10
+bench KILN_CUDA_TF32=0 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 1 --iters 50
+bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 64 --iters 20
+# torch_effnet.py up to its data-loader part (which would make 2048 JPEGs).
+PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$OUT/torch.log"
+import sys
+src = open(sys.argv[1]).read()
+cut = src.find("# data pipeline anchor")
+exec(compile(src[:cut] if cut > 0 else src, sys.argv[1], "exec"), {"__name__": "__main__"})
+PY
+grep -E "img/s|ms$" "$OUT/torch.log" | sed 's/^/torch /' >> "$SUMMARY"
+echo "==== summary"
+cat "$SUMMARY"
+exit $((failed > 0))
