@@ -13,11 +13,12 @@
 static const char train_usage[] =
     "--dataset DIR --out DIR --run-id-file PATH [--model-variant b0] [--epochs 10]\n"
     "    [--batch-size 32] [--learning-rate 0.001] [--mlflow-tracking-uri URI]\n"
-    "    [--experiment-name kiln] [--seed 42]\n\n"
+    "    [--experiment-name kiln] [--seed 42] [--device auto|cpu|cuda]\n\n"
     "Trains on the dataset artifact, writes the model package to --out (the model artifact)\n"
     "and the MLflow run id to --run-id-file (the run_id output). MLflow: --mlflow-tracking-uri\n"
     "or MLFLOW_TRACKING_URI (required). With KILN_MLFLOW_PARENT_RUN_ID set (kiln pipeline\n"
-    "run-local), the run is tagged as that run's child.\n";
+    "run-local), the run is tagged as that run's child. --device auto (default) trains on the\n"
+    "GPU the pod requested when one is usable, else on the CPU.\n";
 
 /* train.* settings from the flags onto the config defaults. */
 static int train_config(comp_ctx *cx, const comp_flags *f, kiln_config *cfg)
@@ -57,7 +58,8 @@ int comp_train(comp_ctx *cx, int argc, char **argv)
 {
     static const char *const accepted[] = {"dataset", "out", "run-id-file", "model-variant",
                                            "epochs", "batch-size", "learning-rate",
-                                           "mlflow-tracking-uri", "experiment-name", "seed", NULL};
+                                           "mlflow-tracking-uri", "experiment-name", "seed", "device",
+                                           NULL};
     comp_flags f;
     kiln_err err = {0};
     kiln_train_opts o;
@@ -76,7 +78,7 @@ int comp_train(comp_ctx *cx, int argc, char **argv)
     o.seed = (uint64_t)seed_v;
     o.threads = comp_cores();
     o.experiment = comp_flag(&f, "experiment-name");
-    o.device = "cpu";
+    o.device = comp_flag(&f, "device") ? comp_flag(&f, "device") : "auto";
     o.log = &cx->log;
     if (!(o.mlflow = comp_mlflow(cx, comp_flag(&f, "mlflow-tracking-uri"), &err)))
         return comp_fail(cx, &err);
