@@ -22,7 +22,10 @@
 #
 # Usage: bench/serve.sh
 # Env:   THREADS=2, DURATION=15, BUILD=build-bench (Release build dir),
-#        SKIP_BUILD=1 to use BUILD as it is, PEER=path to peer_fastapi.py.
+#        SKIP_BUILD=1 to use BUILD as it is, PEER=path to peer_fastapi.py,
+#        WAIT_IDLE=1 to wait (up to 5 min) for an idle CPU before each case:
+#        under load, torch's OpenMP threads spin and the peer slows down by
+#        10x or more (seen: 0.2 req/s at a load average of 7 on 2 cores).
 # Results are appended to bench/out/serve-results.txt (gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +87,18 @@ start_side() {
     die "$side did not answer GET / in 30 s"
 }
 
+# With WAIT_IDLE=1: wait until vmstat shows >= 85 % idle CPU (5 min at most).
+wait_idle() {
+    [[ ${WAIT_IDLE:-0} == 1 ]] || return 0
+    local i idle
+    for ((i = 0; i < 60; i++)); do
+        idle=$(vmstat 2 2 | tail -1 | awk '{ print $15 }')
+        ((idle >= 85)) && return 0
+        sleep 3
+    done
+    echo "bench/serve.sh: the CPU never went idle; measuring anyway" >&2
+}
+
 stop_side() { kill "$SIDE_PID" 2>/dev/null || true; wait "$SIDE_PID" 2>/dev/null || true; }
 
 rss_mb() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
@@ -100,12 +115,13 @@ declare -A R
 run_case() {   # side case conns jpeg
     local side=$1 case=$2 conns=$3 jpeg=$4 port out
     port=$(free_port)
+    wait_idle
     start_side "$side" "$port"
     R[$side,ready_rss]=$(rss_mb "$SIDE_PID" VmRSS)
     # One request first, so lazy initialisation is not measured.
     curl -s -o /dev/null -F "file=@$jpeg" "http://127.0.0.1:$port/predict"
     out=$(JPEG=$jpeg wrk -t "$((conns < 2 ? 1 : 2))" -c "$conns" -d "${DURATION}s" --latency \
-        -s "$LUA" "http://127.0.0.1:$port/predict" 2>&1)
+        --timeout 10s -s "$LUA" "http://127.0.0.1:$port/predict" 2>&1)
     echo "$out" >"$WORK/wrk-$side-$case.txt"
     R[$side,$case,rps]=$(awk '/Requests\/sec/ { printf "%.1f", $2 }' <<<"$out")
     R[$side,$case,p50]=$(latency_ms 50 "$out")
