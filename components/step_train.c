@@ -1,5 +1,6 @@
 /* The train and evaluate steps. The MLflow run train creates is the one
  * evaluate logs into and register reads: its id is train's run_id output. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,27 @@
 #include "kfp/executor.h"
 #include "train/evaluate.h"
 #include "train/train.h"
+
+/* Raised by SIGTERM (a pod being deleted, run-local stopping) or SIGINT;
+ * kiln_train checks it between batches, writes a checkpoint and ends the
+ * MLflow run KILLED. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static const char train_usage[] =
     "--dataset DIR --out DIR --run-id-file PATH [--model-variant b0] [--epochs 10]\n"
@@ -80,8 +102,10 @@ int comp_train(comp_ctx *cx, int argc, char **argv)
     o.experiment = comp_flag(&f, "experiment-name");
     o.device = comp_flag(&f, "device") ? comp_flag(&f, "device") : "auto";
     o.log = &cx->log;
+    o.stop = &stop_requested;
     if (!(o.mlflow = comp_mlflow(cx, comp_flag(&f, "mlflow-tracking-uri"), &err)))
         return comp_fail(cx, &err);
+    install_handlers();
     rc = kiln_train(&o, &res, &err);
     const char *parent = getenv("KILN_MLFLOW_PARENT_RUN_ID");
     kiln_err e2 = {0};

@@ -9,10 +9,16 @@
  *   3. a corrupt zip stops the pipeline at prepare with its message, the
  *      later tasks do not run, and the pipeline's MLflow run is FAILED;
  *   4. without MLFLOW_TRACKING_URI, run-local starts kiln-tracking on
- *      loopback itself and stops it afterwards. */
+ *      loopback itself and stops it afterwards;
+ *   5. Ctrl-C during train stops the step (SIGTERM), the training run and
+ *      the pipeline run end KILLED, run-local exits 130. */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/fs.h"
 #include "mlflow/mlflow.h"
@@ -292,6 +298,75 @@ static void test_starts_its_own_tracking(void **state)
     free(tdir);
 }
 
+/* The text after `marker` up to the end of its line, once it is in `path`. */
+static int wait_for_text(const char *path, const char *marker, char *value, size_t size,
+                         double timeout_s)
+{
+    double t0 = kt_now_s();
+    while (kt_now_s() - t0 < timeout_s) {
+        char *text = NULL;
+        size_t len;
+        kiln_err err = {0};
+        if (kiln_read_file(path, 0, &text, &len, &err) == KILN_OK) {
+            const char *p = strstr(text, marker);
+            if (p && strchr(p, '\n')) {
+                p += strlen(marker);
+                snprintf(value, size, "%.*s", (int)strcspn(p, " \n"), p);
+                free(text);
+                return 1;
+            }
+        }
+        free(text);
+        kt_sleep_ms(100);
+    }
+    return 0;
+}
+
+static void test_interrupt(void **state)
+{
+    fixture *f = *state;
+    char *log = kt_path(f->dir, "interrupt.log"), runs[4096], train_run[64], pipe_run[64];
+    snprintf(runs, sizeof runs, "%s/runs", f->dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(kt_kiln_bin(), "kiln", "pipeline", "run-local", f->yaml, "--runs-dir", runs,
+              "--run-id", "interrupted", "--source", "s3://ml-data/fashion.zip", "--param",
+              "epochs=500", "--param", "image_size=32", "--param", "batch_size=8",
+              "--param", "mlflow_experiment_name=fashion", (char *)NULL);
+        _exit(127);
+    }
+    int ok = wait_for_text(log, "MLflow run ", pipe_run, sizeof pipe_run, 60) &&
+             wait_for_text(log, "[train] ", train_run, sizeof train_run, 60) &&
+             wait_for_text(log, "train: MLflow run ", train_run, sizeof train_run, 60);
+    kt_sleep_ms(500);
+    kill(pid, SIGINT);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char *out = NULL;
+    size_t len;
+    kiln_err err = {0};
+    kt_expect_ok(kiln_read_file(log, 0, &out, &len, &err), &err, "log");
+    printf("---- interrupted run ----\n%s\n", out);
+    assert_true(ok);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    assert_non_null(strstr(out, "task train: CANCELED"));
+    assert_non_null(strstr(out, "task evaluate: NOT_RUN"));
+    kiln_mlflow_run *run = NULL;
+    kt_expect_ok(kiln_mlflow_run_get(f->mc, train_run, &run, &err), &err, "train run");
+    assert_string_equal(run->info.status, "KILLED");
+    kiln_mlflow_run_free(run);
+    kt_expect_ok(kiln_mlflow_run_get(f->mc, pipe_run, &run, &err), &err, "pipeline run");
+    assert_string_equal(run->info.status, "KILLED");
+    kiln_mlflow_run_free(run);
+    free(out);
+    free(log);
+}
+
 static void test_bad_flags(void **state)
 {
     fixture *f = *state;
@@ -321,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_run_local),
         cmocka_unit_test(test_starts_its_own_tracking),
+        cmocka_unit_test(test_interrupt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -281,7 +281,7 @@ static int run_attempts(runner *r, const cJSON *task, char **argv, const char *d
     if (rc != KILN_OK)
         return rc;
     if (p.canceled)
-        return kiln_err_set(err, KILN_ECANCELED, "stopped");
+        return kiln_err_set(err, KILN_ECANCELED, "stopped: %s", p.last_line);
     if (p.exit_status != 0)
         return kiln_err_set(err, KILN_EIO, "%s", p.last_line);
     return KILN_OK;
@@ -436,7 +436,8 @@ int kiln_kfp_run_local(const kiln_kfp_local_opts *o, kiln_kfp_local_result *res,
         if (rc != KILN_OK) {
             snprintf(res->failed_task, sizeof res->failed_task, "%s", t->name);
             snprintf(res->message, sizeof res->message, "%s", err->msg);
-            kiln_err_wrap(err, "task '%s' failed", t->name);
+            kiln_err_wrap(err, "task '%s' %s", t->name,
+                          rc == KILN_ECANCELED ? "was stopped" : "failed");
             if (rc != KILN_ECANCELED)
                 rc = err->code = KILN_EIO;
         }
