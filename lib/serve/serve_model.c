@@ -3,7 +3,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "serve/serve_internal.h"
 
@@ -72,6 +74,26 @@ static int dup_origin(kiln_serve_model *m, const char *dir, const kiln_serve_mod
            m->run_metrics;
 }
 
+/* An inference-only model never touches its gradient buffer, which
+ * lib/nn allocates and zeroes for every model (16 MB for a B0). On the
+ * CPU backend that is ordinary private memory: MADV_DONTNEED hands its
+ * whole pages back, and they read as zeros again if ever touched, which is
+ * what the buffer held. */
+static void drop_gradient_pages(kiln_serve_model *m)
+{
+    if (strcmp(m->be->ops->name, "cpu") != 0)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)kiln_effnet_grads_flat(m->net);
+    uintptr_t end = start + kiln_effnet_flat_floats(m->net) * sizeof(float);
+    if (page <= 0 || !start)
+        return;
+    uintptr_t first = (start + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t last = end & ~((uintptr_t)page - 1);
+    if (last > first)
+        madvise((void *)first, last - first, MADV_DONTNEED);
+}
+
 kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
                                         const kiln_serve_model_origin *origin, kiln_err *err)
 {
@@ -100,6 +122,7 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
         kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
         goto fail;
     }
+    drop_gradient_pages(m);
     m->load_seconds = srv_now_s() - t0;
     m->loaded_at = srv_wall_s();
     return m;

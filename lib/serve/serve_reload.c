@@ -2,6 +2,7 @@
  * (serialised; the old model serves until the new one is loaded), the
  * registry poller, and the draining shutdown. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,9 @@ int kiln_serve_daemon_reload(kiln_serve_daemon *d, kiln_err *err)
         pthread_mutex_unlock(&d->cur_lock);
     }
     srv_metrics_reload(d->metrics, m != NULL);
+    /* Loading reads the weights file into buffers freed again; give those
+     * pages back (RSS ~15 MB lower for a B0). */
+    malloc_trim(0);
     pthread_mutex_unlock(&d->reload_lock);
     return rc;
 }
