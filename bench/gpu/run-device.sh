@@ -46,8 +46,9 @@ for lib in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9; do
     libdirs="$libdirs:$(dirname "$hit")"
 done
 export LD_LIBRARY_PATH="$B/lib$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-if ldd "$B/bin/libkiln_cuda.so" | grep "not found"; then
-    note "FAIL: libkiln_cuda.so has unresolved libraries (above)"
+# -r: every cuDNN/cuBLAS symbol the module calls must exist in this machine's versions.
+if ldd -r "$B/bin/libkiln_cuda.so" 2>&1 | grep -E "not found|undefined symbol"; then
+    note "FAIL: libkiln_cuda.so has unresolved libraries or symbols (above)"
 fi
 for f in "$B"/bin/test_* "$B"/bin/bench_gpu; do
     ldd "$f" | grep -q "not found" && { note "FAIL: $(basename $f) misses:"; ldd "$f" | grep "not found"; }

@@ -155,6 +155,8 @@ fail:
     return rc;
 }
 
+/* destroy and release return nothing, so the statuses of the frees are not
+ * reported; a sticky CUDA error shows at the next checked call instead. */
 static void cuda_destroy(kiln_nn_backend *be)
 {
     cuda_impl *c = be ? cuda_of(be) : NULL;
