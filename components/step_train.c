@@ -169,6 +169,22 @@ static int write_outputs(const cJSON *in, const kiln_eval_metrics *m, kiln_err *
     return rc;
 }
 
+/* The classification_metrics artifact's file: confusion_matrix.json's
+ * content (its metadata carries the same matrix for the KFP UI). */
+static int write_confusion(const cJSON *in, const kiln_eval_metrics *m, kiln_err *err)
+{
+    char *path = kiln_kfp_exec_artifact_path(in, 1, "classification_metrics", err);
+    cJSON *j = path ? kiln_eval_confusion_json(m) : NULL;
+    char *text = j ? cJSON_Print(j) : NULL;
+    int rc = !path ? (int)err->code
+             : !text ? kiln_err_set(err, KILN_ENOMEM, "out of memory")
+                     : kiln_kfp_output_param_write(path, text, err);
+    free(text);
+    cJSON_Delete(j);
+    free(path);
+    return rc;
+}
+
 static int evaluate(comp_ctx *cx, const cJSON *in, kiln_mlflow_client **mc, const char **run_id,
                     kiln_err *err)
 {
@@ -193,6 +209,8 @@ static int evaluate(comp_ctx *cx, const cJSON *in, kiln_mlflow_client **mc, cons
     }
     if (rc == KILN_OK)
         rc = kiln_eval_log_mlflow(*mc, *run_id, m, "test", out, err);
+    if (rc == KILN_OK)
+        rc = write_confusion(in, m, err);
     if (rc == KILN_OK)
         rc = write_outputs(in, m, err);
     if (rc == KILN_OK)

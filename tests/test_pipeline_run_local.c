@@ -186,6 +186,9 @@ static void check_first_run(fixture *f, const char *out)
     assert_non_null(strstr(text, "\"test_accuracy\""));
     free(text);
     free(eo);
+    char *cm = kt_path(f->dir, "runs/good/evaluate/artifacts/classification_metrics");
+    assert_true(kiln_is_file(cm));
+    free(cm);
     kiln_mlflow_run_free(run);
     kiln_mlflow_run_free(parent);
     kiln_mlflow_model_version_free(v);
