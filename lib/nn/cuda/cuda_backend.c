@@ -14,7 +14,7 @@ int cuda_oom(kiln_err *err, const char *what, size_t bytes)
     (void)cudaMemGetInfo(&free_b, &total_b);
     return kiln_err_set(err, KILN_ENOMEM,
                         "out of GPU memory allocating %.1f MiB for %s (%.1f MiB free of %.1f MiB): "
-                        "lower the batch size (train.batch_size in the config)",
+                        "lower the batch size (--batch-size, or train.batch_size in the config)",
                         (double)bytes / 1048576.0, what, (double)free_b / 1048576.0,
                         (double)total_b / 1048576.0);
 }
