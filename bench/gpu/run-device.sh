@@ -100,6 +100,31 @@ cut = src.find("# data pipeline anchor")
 exec(compile(src[:cut] if cut > 0 else src, sys.argv[1], "exec"), {"__name__": "__main__"})
 PY
 grep -E "img/s|ms$" "$OUT/torch.log" | sed 's/^/torch /' >> "$SUMMARY"
+# kiln / torch, like for like (fp32 with TF32 convolutions is torch's default).
+python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+kiln, torch = {}, {}
+for line in open(sys.argv[1]):
+    if line.startswith("kiln mode="):
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        kiln[(f["mode"], f["variant"], f["size"], f["batch"], f["tf32"])] = f
+    elif line.startswith("torch "):
+        m = re.match(r"torch (.+?)\s+([0-9.]+) (img/s|ms)$", line.strip())
+        if m:
+            torch[m.group(1).strip()] = float(m.group(2))
+pairs = [
+    ("train b0@224 bs128: kiln fp32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "0"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
+    ("train b0@224 bs128: kiln tf32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "1"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
+    ("train b3@300 bs64: kiln tf32 / torch fp32", ("train", "b3", "300", "64", "1"), "train b3@300 bs64 fp32 eager", "img_s", 1),
+    ("infer b0@224 bs1: torch / kiln latency (fp32)", ("infer", "b0", "224", "1", "0"), "infer b0@224 bs1 fp32 latency", "ms", -1),
+]
+for label, kk, tk, field, sense in pairs:
+    if kk in kiln and tk in torch:
+        k = float(kiln[kk][field])
+        print(f"ratio {label}: {(k / torch[tk]) if sense > 0 else (torch[tk] / k):.2f}x")
+    else:
+        print(f"ratio {label}: missing ({'kiln' if kk not in kiln else 'torch'} figure)")
+PY
 echo "==== summary"
 cat "$SUMMARY"
 exit $((failed > 0))
