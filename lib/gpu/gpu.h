@@ -6,6 +6,10 @@
  * cuDNN cannot initialise) — the signal for `--device auto` to fall back
  * to the CPU and for GPU tests to print SKIPPED. Built without CUDA
  * (-DKILN_CUDA=OFF) it always returns KILN_EDEVICE saying so.
+ *
+ * The CUDA nn backend (kiln_nn_cuda_create, declared in nn/backend.h) comes
+ * through the same loader: its code lives in libkiln_cuda.so, whose version
+ * (gpu_module.h) must match this build's.
  */
 #ifndef KILN_GPU_GPU_H
 #define KILN_GPU_GPU_H

@@ -1,4 +1,5 @@
-/* kiln_gpu_probe through libkiln_cuda.so, loaded on demand with dlopen.
+/* kiln_gpu_probe and kiln_nn_cuda_create through libkiln_cuda.so, loaded on
+ * demand with dlopen and refused unless its version is this build's.
  *
  * Where the module is looked for, first found wins:
  *   $KILN_CUDA_MODULE (a path: when set, the only place looked at), the
