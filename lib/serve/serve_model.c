@@ -11,7 +11,12 @@
 
 struct kiln_serve_model {
     atomic_int refs;
-    pthread_mutex_t lock;        /* one forward at a time on this model */
+    /* One forward at a time, in arrival order (a ticket lock): a plain
+     * mutex lets a thread take it again and again, and the tail latency
+     * of the others grows without bound. */
+    pthread_mutex_t lock;
+    pthread_cond_t turn;
+    uint64_t next_ticket, serving;
     kiln_nn_backend *be;
     kiln_effnet *net;
     kiln_model_info info;
@@ -53,6 +58,7 @@ static void model_free(kiln_serve_model *m)
     free(m->run_id);
     free(m->dir);
     cJSON_Delete(m->run_metrics);
+    pthread_cond_destroy(&m->turn);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -105,6 +111,7 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
     }
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->turn, NULL);
     if (!dup_origin(m, dir, origin)) {
         kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
         goto fail;
@@ -178,6 +185,10 @@ static int forward_one(kiln_serve_model *m, const float *input, float *probs, ki
     int s = m->info.input_size, k = m->info.num_classes, rc;
     size_t in_bytes = (size_t)3 * s * s * sizeof(float);
     pthread_mutex_lock(&m->lock);
+    uint64_t ticket = m->next_ticket++;
+    while (m->serving != ticket)
+        pthread_cond_wait(&m->turn, &m->lock);
+    pthread_mutex_unlock(&m->lock);
     const float *dev_logits = NULL;
     if ((rc = ops->upload(m->be, m->dev_x, input, in_bytes, err)) == KILN_OK &&
         (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
@@ -187,6 +198,9 @@ static int forward_one(kiln_serve_model *m, const float *input, float *probs, ki
         rc = err ? (int)err->code : KILN_EIO;
     if (rc == KILN_OK)
         softmax(m->logits, k, probs);
+    pthread_mutex_lock(&m->lock);
+    m->serving++;
+    pthread_cond_broadcast(&m->turn);
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
