@@ -70,6 +70,8 @@ static void assert_cfg_equal(const kiln_config *a, const kiln_config *b)
     assert_true(a->train.momentum == b->train.momentum);
     assert_true(a->train.weight_decay == b->train.weight_decay);
     assert_true(a->train.label_smoothing == b->train.label_smoothing);
+    assert_string_equal(a->train.lr_schedule, b->train.lr_schedule);
+    assert_true(a->train.one_cycle_pct_start == b->train.one_cycle_pct_start);
     assert_int_equal(a->augment.random_resized_crop, b->augment.random_resized_crop);
     assert_true(a->augment.scale_min == b->augment.scale_min);
     assert_true(a->augment.scale_max == b->augment.scale_max);
@@ -98,6 +100,8 @@ static void test_defaults(void **state)
     assert_true(c.train.momentum == 0.9);
     assert_true(c.train.weight_decay == 0.0001);
     assert_true(c.train.label_smoothing == 0.1);
+    assert_string_equal(c.train.lr_schedule, "warmup_cosine");
+    assert_true(c.train.one_cycle_pct_start == 0.3);
     assert_int_equal(c.augment.random_resized_crop, 1);
     assert_true(c.augment.scale_min == 0.08);
     assert_true(c.augment.scale_max == 1.0);
@@ -127,6 +131,8 @@ static const char full_yaml[] =
     "  momentum: .95\n"
     "  weight_decay: 0.05\n"
     "  label_smoothing: 0\n"
+    "  lr_schedule: one_cycle\n"
+    "  one_cycle_pct_start: 0.1\n"
     "augment: {random_resized_crop: Off, scale_min: 0.25, scale_max: 0.9, horizontal_flip: NO}\n";
 
 static void check_full(const kiln_config *c)
@@ -148,6 +154,8 @@ static void check_full(const kiln_config *c)
     assert_true(c->train.momentum == 0.95);
     assert_true(c->train.weight_decay == 0.05);
     assert_true(c->train.label_smoothing == 0);
+    assert_string_equal(c->train.lr_schedule, "one_cycle");
+    assert_true(c->train.one_cycle_pct_start == 0.1);
     assert_int_equal(c->augment.random_resized_crop, 0);
     assert_true(c->augment.scale_min == 0.25);
     assert_true(c->augment.scale_max == 0.9);

@@ -280,6 +280,12 @@ static void check_logged_run(kiln_mlflow_client *c, const char *run_id, const ch
         found += !strcmp(files[i].path, "history.json");
     assert_int_equal(found, 1);
     kiln_mlflow_file_infos_free(files, n);
+    kt_expect_ok(kiln_mlflow_artifact_list(c, run->info.artifact_uri, "plots", &files, &n, &err),
+                 &err, "list plots/");
+    assert_int_equal(n, 1);
+    assert_string_equal(files[0].path, "plots/training_curves.png");
+    assert_true(files[0].file_size > 1000);
+    kiln_mlflow_file_infos_free(files, n);
     kiln_mlflow_run_free(run);
 }
 

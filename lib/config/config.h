@@ -21,6 +21,8 @@
  *     momentum: 0.9
  *     weight_decay: 0.0001
  *     label_smoothing: 0.1
+ *     lr_schedule: warmup_cosine  # warmup_cosine | one_cycle (torch's OneCycleLR)
+ *     one_cycle_pct_start: 0.3 # share of the steps rising to the peak, 0..1
  *   augment:
  *     random_resized_crop: true
  *     scale_min: 0.08
@@ -62,6 +64,8 @@ typedef struct kiln_config {
         double momentum;
         double weight_decay;
         double label_smoothing;
+        char lr_schedule[16];
+        double one_cycle_pct_start;
     } train;
     struct {
         int random_resized_crop;

@@ -60,6 +60,7 @@ typedef struct key_spec {
 static const char *const normalizations[] = {"imagenet", "dataset", NULL};
 static const char *const models[] = {"b0", "b1", "b2", "b3", NULL};
 static const char *const optimizers[] = {"sgd", "adamw", NULL};
+static const char *const schedules[] = {"warmup_cosine", "one_cycle", NULL};
 
 /* Ranges: what the code downstream can honour. max_uncompressed_mb stays
  * far below 2^44 so that prepare's "MB << 20" cannot overflow a uint64. */
@@ -81,6 +82,8 @@ static const key_spec keys[] = {
     DOUBLE(train.momentum, 0, 1, HI_OPEN, "0.9"),
     DOUBLE(train.weight_decay, 0, 1, 0, "0.0001"),
     DOUBLE(train.label_smoothing, 0, 1, HI_OPEN, "0.1"),
+    ENUM(train.lr_schedule, schedules, "warmup_cosine"),
+    DOUBLE(train.one_cycle_pct_start, 0, 1, 0, "0.3"),
     BOOL(augment.random_resized_crop, "true"),
     DOUBLE(augment.scale_min, 0, 1, LO_OPEN, "0.08"),
     DOUBLE(augment.scale_max, 0, 1, LO_OPEN, "1.0"),

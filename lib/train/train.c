@@ -1,5 +1,6 @@
 /* train.c — the training loop: set-up, epochs of train batches and a val
  * pass, best-epoch bookkeeping, the package at the end. */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,11 @@ static int make_schedule(train_ctx *c, kiln_err *err)
 {
     const kiln_train_opts *o = c->o;
     int64_t total = (int64_t)c->epochs * c->bpe;
+    if (strcmp(o->cfg.train.lr_schedule, "one_cycle") == 0) {
+        kiln_lr_one_cycle(&c->sched, o->cfg.train.learning_rate, total);
+        c->sched.pct_start = o->cfg.train.one_cycle_pct_start;
+        return kiln_lr_schedule_check(&c->sched, err);
+    }
     int64_t warm = (int64_t)o->warmup_epochs * c->bpe;
     if (warm > total / 2)
         warm = total / 2;
@@ -366,6 +372,22 @@ static int write_package(train_ctx *c, kiln_err *err)
     return rc == KILN_OK ? rc : kiln_err_wrap(err, "writing the model package");
 }
 
+/* training_curves.png next to the package; MLflow gets it as a plot. */
+static int write_curves(train_ctx *c, kiln_err *err)
+{
+    char path[TRAIN_PATH_MAX], title[160], variant[8];
+    int rc = kiln_path_join(path, sizeof path, c->out_dir, TRAIN_CURVES_FILE, err);
+    if (rc != KILN_OK)
+        return rc;
+    size_t i = 0;
+    for (; c->o->cfg.train.model[i] && i + 1 < sizeof variant; i++)
+        variant[i] = (char)toupper((unsigned char)c->o->cfg.train.model[i]);
+    variant[i] = '\0';
+    snprintf(title, sizeof title, "EfficientNet-%s, %d epochs: best val accuracy %.4f (epoch %d)",
+             variant, c->n_history, c->best_val_acc, c->best_epoch);
+    return kiln_train_curves_png(path, c->history, c->n_history, title, err);
+}
+
 /* --- entry ------------------------------------------------------------ */
 
 static int check_opts(const kiln_train_opts *o, kiln_err *err)
@@ -443,7 +465,7 @@ int kiln_train(const kiln_train_opts *o, kiln_train_result *result, kiln_err *er
     }
     snprintf(c.out_dir, sizeof c.out_dir, "%s", o->out_dir);
     if ((rc = setup(&c, err)) == KILN_OK && (rc = run_epochs(&c, &res, err)) == KILN_OK &&
-        (rc = write_package(&c, err)) == KILN_OK)
+        (rc = write_package(&c, err)) == KILN_OK && (rc = write_curves(&c, err)) == KILN_OK)
         rc = train_mlflow_artifacts(&c, err);
     train_mlflow_end(&c, rc == KILN_OK ? KILN_MLFLOW_FINISHED
                          : rc == KILN_ECANCELED ? KILN_MLFLOW_KILLED

@@ -96,4 +96,11 @@ void kiln_train_opts_default(kiln_train_opts *o);
 
 int kiln_train(const kiln_train_opts *o, kiln_train_result *result, kiln_err *err);
 
+/* The training curves as a PNG at `path` (atomically): loss and accuracy per
+ * epoch, train and val, for history[0..n-1]; `title` above them (may be
+ * NULL). EINVAL for n < 1. kiln_train writes it as training_curves.png in
+ * the out dir and logs it to MLflow as plots/training_curves.png. */
+int kiln_train_curves_png(const char *path, const kiln_train_epoch *history, int n,
+                          const char *title, kiln_err *err);
+
 #endif

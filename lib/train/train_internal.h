@@ -67,7 +67,10 @@ int train_checkpoint_best_path(const train_ctx *c, char *out, size_t size, kiln_
 int train_mlflow_start(train_ctx *c, kiln_err *err);
 int train_mlflow_dataset_tag(train_ctx *c, kiln_err *err);
 int train_mlflow_epoch(train_ctx *c, const kiln_train_epoch *e, kiln_err *err);
-/* The package files under "model/" and history.json. */
+#define TRAIN_CURVES_FILE "training_curves.png"
+
+/* The package files under "model/", history.json, and the curves under
+ * "plots/". */
 int train_mlflow_artifacts(train_ctx *c, kiln_err *err);
 /* End the run with `status` (errors only logged: this runs on error paths). */
 void train_mlflow_end(train_ctx *c, kiln_mlflow_run_status status);

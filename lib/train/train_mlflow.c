@@ -21,7 +21,7 @@ static int write_run_id(train_ctx *c, kiln_err *err)
 static int log_params(train_ctx *c, kiln_err *err)
 {
     const kiln_train_opts *o = c->o;
-    char v[16][64];
+    char v[17][64];
     snprintf(v[0], 64, "%d", o->cfg.train.epochs);
     snprintf(v[1], 64, "%d", o->cfg.train.batch_size);
     snprintf(v[2], 64, "%g", o->cfg.train.learning_rate);
@@ -37,6 +37,7 @@ static int log_params(train_ctx *c, kiln_err *err)
     snprintf(v[12], 64, "%d", o->patience);
     snprintf(v[13], 64, "%d", o->threads);
     snprintf(v[14], 64, "%d", o->cfg.data.workers);
+    snprintf(v[15], 64, "%g", o->cfg.train.one_cycle_pct_start);
     const kiln_mlflow_kv params[] = {
         {"model", o->cfg.train.model},
         {"optimizer", o->cfg.train.optimizer},
@@ -51,8 +52,9 @@ static int log_params(train_ctx *c, kiln_err *err)
         {"augment.scale_max", v[8]},
         {"augment.horizontal_flip", v[9]},
         {"seed", v[10]},
-        {"lr_schedule", "warmup_cosine"},
+        {"lr_schedule", o->cfg.train.lr_schedule},
         {"warmup_epochs", v[11]},
+        {"one_cycle_pct_start", v[15]},
         {"early_stopping_patience", v[12]},
         {"threads", v[13]},
         {"loader_workers", v[14]},
@@ -179,6 +181,11 @@ int train_mlflow_artifacts(train_ctx *c, kiln_err *err)
     snprintf(best, sizeof best, "%d", c->best_epoch);
     if (rc == KILN_OK)
         rc = upload_history(c, err);
+    if (rc == KILN_OK)
+        rc = kiln_path_join(local, sizeof local, c->out_dir, TRAIN_CURVES_FILE, err);
+    if (rc == KILN_OK)
+        rc = kiln_mlflow_artifact_upload_file(c->o->mlflow, c->artifact_uri, local,
+                                              "plots/" TRAIN_CURVES_FILE, err);
     if (rc == KILN_OK)
         rc = kiln_mlflow_run_set_tag(c->o->mlflow, c->run_id, "kiln.best_epoch", best, err);
     return rc == KILN_OK ? rc : kiln_err_wrap(err, "MLflow artifacts");
