@@ -1,7 +1,10 @@
 /* tests/test_train_cli.c — `kiln train` through the binary ($KILN_BIN):
  * bad flags exit 2 naming the problem; SIGTERM mid-run leaves a checkpoint,
- * marks the MLflow run KILLED and exits non-zero; --resume then finishes. */
+ * marks the MLflow run KILLED and exits non-zero; --resume then finishes;
+ * on a terminal a progress line (batches, img/s, ETA) is redrawn in place,
+ * and without one each epoch is one log line. */
 #include <fcntl.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,6 +94,66 @@ static pid_t spawn_train(const char *data, const char *out, const char *uri, con
     return pid;
 }
 
+/* Everything the child writes to the pty until it exits (bounded). */
+static char *read_pty(int fd, pid_t pid, int *status)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n <= 0)
+            break; /* EIO once the child has closed its side */
+        len += (size_t)n;
+        if (len == cap)
+            break;
+    }
+    buf[len] = '\0';
+    assert_int_equal(waitpid(pid, status, 0), pid);
+    return buf;
+}
+
+static void test_progress_on_terminal(void **state)
+{
+    const char *root = *state;
+    char *data = make_dataset(root), *out = kt_path(root, "m"), *out2 = kt_path(root, "m2");
+    int master, status;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        unsetenv("MLFLOW_TRACKING_URI");
+        execl(kt_kiln_bin(), "kiln", "train", "--data", data, "--out", out, "--epochs", "2",
+              "--batch-size", "4", "--threads", "1", (char *)NULL);
+        _exit(127);
+    }
+    char *text = read_pty(master, pid, &status);
+    close(master);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* 16 images in batches of 4: the line is redrawn for every batch. */
+    for (int e = 1; e <= 2; e++)
+        for (int b = 1; b <= 4; b++) {
+            char needle[64];
+            snprintf(needle, sizeof needle, "\repoch %d/2  batch %d/4  loss ", e, b);
+            if (!strstr(text, needle))
+                fail_msg("no '%s' in the terminal output:\n%s", needle + 1, text);
+        }
+    assert_non_null(strstr(text, " img/s  ETA 0:"));
+    free(text);
+
+    /* Not a terminal: no carriage returns, one line per epoch. */
+    char *log = NULL;
+    int rc = kt_run_capture(&log, "%s train --data %s --out %s --epochs 2 --batch-size 4 "
+                            "--threads 1 2>&1", kt_kiln_bin(), data, out2);
+    assert_int_equal(rc, 0);
+    assert_null(strchr(log, '\r'));
+    assert_non_null(strstr(log, "epoch 1/2: train loss "));
+    assert_non_null(strstr(log, "epoch 2/2: train loss "));
+    assert_null(strstr(log, "batch 1/4"));
+    free(log);
+    free(data);
+    free(out);
+    free(out2);
+}
+
 static void test_sigterm_leaves_checkpoint(void **state)
 {
     kt_trackserver *srv = *state;
@@ -142,6 +205,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_bad_flags, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_progress_on_terminal, kt_setup_tmpdir,
+                                        kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_sigterm_leaves_checkpoint, kt_trackserver_setup,
                                         kt_trackserver_teardown),
     };
