@@ -223,7 +223,13 @@ int main(int argc, char **argv)
                   kiln_serve_daemon_port(d));
     int sig = 0;
     sigwait(&stop, &sig);
-    kiln_log_info(&log, "kiln-serve: %s, draining", strsignal(sig));
+    /* Draining runs to its end: OpenBLAS starts its threads before main
+     * can block signals for them, so a second signal would otherwise kill
+     * the process there, cutting the requests in flight. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    kiln_log_info(&log, "kiln-serve: %s, draining (further SIGTERM/SIGINT are ignored)",
+                  strsignal(sig));
     kiln_serve_daemon_free(d);
     kiln_log_info(&log, "kiln-serve: stopped");
     return 0;

@@ -49,6 +49,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    ts_serve_stop_all();
     free(f->model);
     free(f->jpg);
     free(f->png);

@@ -42,6 +42,7 @@ static int group_teardown(void **state)
 {
     fixture *f = *state;
     int status = ts_serve_stop(&f->srv, 30);
+    ts_serve_stop_all();
     kiln_mlflow_client_free(f->c);
     kt_trackserver_stop(&f->ts, 0);
     free(f->run_id);
@@ -333,6 +334,37 @@ static void test_unready_until_reload(void **state)
     kt_rmtree_free(dir);
 }
 
+/* SIGTERM with --shutdown-delay: unready at once, still answering during
+ * the delay, then exit 0. */
+static void test_shutdown_delay(void **state)
+{
+    fixture *f = *state;
+    ts_serve s;
+    char *dir = kt_path(f->root, "delay");
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
+    const char *args[] = {"--model-name", MODEL, "--shutdown-delay", "2", NULL};
+    assert_int_equal(ts_serve_start(&s, dir, f->ts.uri, args), 0);
+    kill(s.pid, SIGTERM);
+    int unready = 0;
+    for (double end = kt_now_s() + 1.5; !unready && kt_now_s() < end; kt_sleep_ms(20)) {
+        ts_reply r = ts_get(s.url, "/readyz");
+        unready = r.status == 503 && strstr(r.body, "draining");
+        ts_reply_free(&r);
+    }
+    assert_true(unready);
+    char url[128];
+    snprintf(url, sizeof url, "%s/predict", s.url);
+    ts_reply r = ts_http("POST", url, NULL, NULL, 0, f->jpg, f->jpg_len);
+    cJSON_Delete(ts_expect_json(&r, 200, "predict while draining"));
+    ts_reply_free(&r);
+    r = ts_get(s.url, "/");
+    assert_non_null(strstr(r.body, "\"status\":\"draining\""));
+    ts_reply_free(&r);
+    assert_int_equal(ts_serve_stop(&s, 30), 0);
+    kt_rmtree_free(dir);
+}
+
 static void expect_exit(const char *args, int status, const char *needle)
 {
     char *out = NULL;
@@ -372,6 +404,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_metrics_and_access_log),
         cmocka_unit_test(test_unready_until_reload),
+        cmocka_unit_test(test_shutdown_delay),
         cmocka_unit_test(test_flags),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);

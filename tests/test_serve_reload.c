@@ -229,6 +229,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     ts_serve_stop(&f->srv, 30);
+    ts_serve_stop_all();
     kiln_mlflow_client_free(f->c);
     kt_trackserver_stop(&f->ts, 0);
     free(f->jpg);

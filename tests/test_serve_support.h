@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -241,6 +242,32 @@ typedef struct ts_serve {
     char *log;        /* stderr+stdout of the server */
 } ts_serve;
 
+/* Every server started and not yet stopped, so that a failed test (cmocka
+ * longjmps out of it) still stops its servers: the group teardowns call
+ * ts_serve_stop_all. A test process that dies takes its servers with it
+ * (PR_SET_PDEATHSIG). */
+#define TS_MAX_SERVERS 16
+static pid_t ts_live[TS_MAX_SERVERS];
+
+static TS_UNUSED void ts_live_set(pid_t old, pid_t new_pid)
+{
+    for (int i = 0; i < TS_MAX_SERVERS; i++)
+        if (ts_live[i] == old) {
+            ts_live[i] = new_pid;
+            return;
+        }
+}
+
+static TS_UNUSED void ts_serve_stop_all(void)
+{
+    for (int i = 0; i < TS_MAX_SERVERS; i++)
+        if (ts_live[i] > 0) {
+            kill(-ts_live[i], SIGKILL);
+            waitpid(ts_live[i], NULL, 0);
+            ts_live[i] = 0;
+        }
+}
+
 static TS_UNUSED void ts_serve_print_log(const ts_serve *s)
 {
     char *out = NULL;
@@ -288,6 +315,7 @@ static TS_UNUSED int ts_serve_start(ts_serve *s, const char *dir, const char *ur
     assert_true(s->pid >= 0);
     if (s->pid == 0) {
         setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         dup2(fd, 1);
         dup2(fd, 2);
@@ -297,9 +325,11 @@ static TS_UNUSED int ts_serve_start(ts_serve *s, const char *dir, const char *ur
         execv(bin, (char *const *)argv);
         _exit(127);
     }
+    ts_live_set(0, s->pid);
     double end = kt_now_s() + 30;
     while (kt_now_s() < end) {
         if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+            ts_live_set(s->pid, 0);
             s->pid = 0;
             fprintf(stderr, "kiln-serve exited before it listened\n");
             ts_serve_print_log(s);
@@ -318,6 +348,10 @@ static TS_UNUSED int ts_serve_start(ts_serve *s, const char *dir, const char *ur
     }
     fprintf(stderr, "kiln-serve did not answer /healthz in 30 s\n");
     ts_serve_print_log(s);
+    kill(-s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    ts_live_set(s->pid, 0);
+    s->pid = 0;
     return -1;
 }
 
@@ -341,6 +375,7 @@ static TS_UNUSED int ts_serve_stop(ts_serve *s, double grace_s)
             waitpid(s->pid, NULL, 0);
             status = -1;
         }
+        ts_live_set(s->pid, 0);
         s->pid = 0;
     }
     free(s->log);
