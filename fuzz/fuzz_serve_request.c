@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,22 @@ static void send_all(int fd, const void *p, size_t n)
     }
 }
 
+/* connect(), finishing one that libFuzzer's -timeout alarm interrupted. */
+static int connect_loopback(int fd, const struct sockaddr_in *a)
+{
+    if (connect(fd, (const struct sockaddr *)a, sizeof *a) == 0)
+        return 1;
+    if (errno != EINTR)
+        return 0;
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int e = 0;
+    socklen_t len = sizeof e;
+    while (poll(&p, 1, 5000) < 0)
+        if (errno != EINTR)
+            return 0;
+    return getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == 0;
+}
+
 /* The status of the answer, 0 when there is none. */
 static int roundtrip(const char *ctype, const uint8_t *body, size_t len, char *reply,
                      size_t reply_size)
@@ -102,7 +119,7 @@ static int roundtrip(const char *ctype, const uint8_t *body, size_t len, char *r
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fz.port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (fd < 0 || !connect_loopback(fd, &a)) {
         perror("fuzz_serve_request: connect");
         abort();
     }
