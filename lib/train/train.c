@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/fs.h"
 #include "common/rng.h"
@@ -40,7 +41,16 @@ static int stopped(const train_ctx *c)
 static int open_data(train_ctx *c, kiln_err *err)
 {
     const kiln_train_opts *o = c->o;
-    int rc = kiln_manifest_read(o->data_dir, &c->man, err);
+    char manifest[TRAIN_PATH_MAX];
+    int rc = kiln_path_join(manifest, sizeof manifest, o->data_dir, "manifest.json", err);
+    if (rc != KILN_OK)
+        return rc;
+    if (access(manifest, F_OK) != 0)
+        return kiln_err_set(err, KILN_ENOTFOUND,
+                            "--data %s is not a prepared dataset: it has no manifest.json "
+                            "(make one with: kiln prepare --zip data.zip --out %s)",
+                            o->data_dir, o->data_dir);
+    rc = kiln_manifest_read(o->data_dir, &c->man, err);
     if (rc != KILN_OK)
         return kiln_err_wrap(err, "--data %s", o->data_dir);
     c->have_man = 1;
@@ -53,7 +63,8 @@ static int open_data(train_ctx *c, kiln_err *err)
     snprintf(c->dataset_sha, sizeof c->dataset_sha, "%s", c->man.source_sha256);
     if (c->man.splits[KILN_SPLIT_VAL].count == 0)
         return kiln_err_set(err, KILN_EINVAL,
-                            "--data %s has no val images: prepare it with --val > 0", o->data_dir);
+                            "--data %s has no val images: prepare it with --val > 0 (or, for a "
+                            "zip that arrives split, with a val/ folder)", o->data_dir);
     kiln_loader_opts lo;
     kiln_loader_opts_default(&lo);
     lo.batch_size = c->batch;
@@ -177,9 +188,15 @@ static int forward_loss(train_ctx *c, const kiln_batch *b, int train, double *lo
                                (size_t)b->n * c->classes * sizeof(float), err);
     if (rc != KILN_OK)
         return rc;
+    if (!isfinite(loss) && train)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "epoch %d, batch %u of %u (step %lld): the training loss is %g; "
+                            "lower the learning rate (--lr)", c->epoch + 1, c->batch_pos + 1,
+                            c->bpe, (long long)c->step + 1, loss);
     if (!isfinite(loss))
         return kiln_err_set(err, KILN_EINVAL,
-                            "the loss is not finite at step %lld (lower --lr?)", (long long)c->step);
+                            "epoch %d: the validation loss is %g; the weights diverged (lower "
+                            "the learning rate, --lr)", c->epoch + 1, loss);
     *loss_sum += loss * b->n;
     for (int i = 0; i < b->n; i++) {
         const float *p = c->probs_host + (size_t)i * c->classes;
