@@ -33,6 +33,8 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 [[ -f .gpu-carry/kiln-gpu.tar.xz ]] || { echo "no .gpu-carry/kiln-gpu.tar.xz: run bench/gpu/pack.sh here and carry .gpu-carry"; exit 2; }
 rm -rf "$B" && tar -C /tmp -xJf .gpu-carry/kiln-gpu.tar.xz || exit 2
 note "bundle revision $(cat $B/REVISION)"
+head=$(git rev-parse HEAD 2>/dev/null || true)
+[[ -z $head || $head == "$(cat $B/REVISION)" ]] || note "WARNING: the bundle was built at another revision than this tree's $head (re-run bench/gpu/pack.sh)"
 
 # --- 1. environment ---------------------------------------------------------
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
