@@ -120,6 +120,22 @@ static int has_param(const local_flags *f, const char *name)
     return 0;
 }
 
+/* Set a parameter run-local fills in itself, when the pipeline has it. */
+static void set_if_declared(const cJSON *defs, cJSON *over, const char *name, const char *value)
+{
+    if (cJSON_GetObjectItemCaseSensitive(defs, name)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(over, name);
+        cJSON_AddStringToObject(over, name, value);
+    }
+}
+
+static const cJSON *param_defs(const kiln_kfp_ir *ir)
+{
+    return cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir->spec, "root"),
+                                         "inputDefinitions"), "parameters");
+}
+
 static int s3_endpoint_in_env(void)
 {
     const char *vars[] = {"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL"};
@@ -133,9 +149,7 @@ static int s3_endpoint_in_env(void)
 static int build_overrides(const kiln_kfp_ir *ir, const local_flags *f, cJSON *over,
                            kiln_err *err)
 {
-    const cJSON *defs = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ir->spec, "root"),
-                                         "inputDefinitions"), "parameters");
+    const cJSON *defs = param_defs(ir);
     for (int i = 0; i < f->n_params; i++) {
         char name[256];
         const char *eq = strchr(f->params[i], '=');
@@ -153,6 +167,10 @@ static int build_overrides(const kiln_kfp_ir *ir, const local_flags *f, cJSON *o
         cJSON_DeleteItemFromObjectCaseSensitive(over, name);
         cJSON_AddItemToObject(over, name, v);
     }
+    if (f->source && (!cJSON_GetObjectItemCaseSensitive(defs, "source_data_bucket") ||
+                      !cJSON_GetObjectItemCaseSensitive(defs, "source_data_object")))
+        return kiln_err_set(err, KILN_EINVAL, "--source: %s has no source_data_bucket / "
+                            "source_data_object parameters", ir->name);
     if (f->source && !strncmp(f->source, "s3://", 5)) {
         kiln_s3_url u;
         if (kiln_s3_parse_url(f->source, &u, err) != KILN_OK)
@@ -167,12 +185,12 @@ static int build_overrides(const kiln_kfp_ir *ir, const local_flags *f, cJSON *o
         cJSON_AddStringToObject(over, "source_data_object", abs);
     }
     if (!has_param(f, "minio_endpoint"))
-        cJSON_AddStringToObject(over, "minio_endpoint", "");
+        set_if_declared(defs, over, "minio_endpoint", "");
     /* A local source and no S3 endpoint anywhere: the run stays on this
      * machine, the model in its artifact (never a default AWS endpoint). */
     if (f->source && strncmp(f->source, "s3://", 5) && !has_param(f, "minio_endpoint") &&
         !has_param(f, "destination_model_bucket") && !s3_endpoint_in_env()) {
-        cJSON_AddStringToObject(over, "destination_model_bucket", "");
+        set_if_declared(defs, over, "destination_model_bucket", "");
         printf("no S3 endpoint (AWS_ENDPOINT_URL): the model package is not uploaded\n");
     }
     return KILN_OK;
@@ -345,8 +363,8 @@ static void install_handlers(void)
 }
 
 /* Which MLflow: --param, else $MLFLOW_TRACKING_URI, else a kiln-tracking we start. */
-static int choose_mlflow(const local_flags *f, cJSON *over, tracking_proc *tp, char *uri,
-                         size_t size, kiln_err *err)
+static int choose_mlflow(const local_flags *f, const kiln_kfp_ir *ir, cJSON *over,
+                         tracking_proc *tp, char *uri, size_t size, kiln_err *err)
 {
     const cJSON *given = cJSON_GetObjectItemCaseSensitive(over, "mlflow_tracking_uri");
     const char *env = getenv("MLFLOW_TRACKING_URI");
@@ -367,7 +385,7 @@ static int choose_mlflow(const local_flags *f, cJSON *over, tracking_proc *tp, c
         printf("started kiln-tracking at %s (store in %s)\n", tp->uri, dir);
         snprintf(uri, size, "%s", tp->uri);
     }
-    cJSON_AddStringToObject(over, "mlflow_tracking_uri", uri);
+    set_if_declared(param_defs(ir), over, "mlflow_tracking_uri", uri);
     return KILN_OK;
 }
 
@@ -399,7 +417,7 @@ int kiln_cmd_pipeline_run_local(int argc, char **argv, const kiln_logger *log)
         goto fail;
     }
     install_handlers();
-    if (choose_mlflow(&f, over, &tp, uri, sizeof uri, &err) != KILN_OK ||
+    if (choose_mlflow(&f, ir, over, &tp, uri, sizeof uri, &err) != KILN_OK ||
         !(mc = mlflow_client(uri, log, &err)))
         goto fail;
     kiln_kfp_local_opts o = {.ir = ir, .params = over, .runs_dir = f.runs_dir, .run_id = f.run_id,

@@ -7,13 +7,15 @@
  *    --min-accuracy-gain; --test-accuracy (evaluate's output) wins over
  *    the run's metric;
  *  - a failing evaluate marks the training run FAILED;
- *  - bad arguments exit 2, failures exit non-zero with one line on stderr. */
+ *  - bad arguments exit 2, failures exit non-zero with one line on stderr;
+ *  - run-local on a hand-written IR: a task's retryPolicy is honoured. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/fs.h"
 #include "mlflow/mlflow.h"
+#include "support/s3server.h"
 #include "support/testutil.h"
 #include "support/trackserver.h"
 
@@ -252,6 +254,91 @@ static void test_arguments(void **state)
     }
 }
 
+static const char retry_ir[] =
+    "schemaVersion: 2.1.0\n"
+    "pipelineInfo: {name: retry-check}\n"
+    "components:\n"
+    "  comp-fetch:\n"
+    "    executorLabel: exec-fetch\n"
+    "    inputDefinitions: {parameters: {object: {parameterType: STRING}}}\n"
+    "    outputDefinitions:\n"
+    "      artifacts: {data: {artifactType: {schemaTitle: system.Dataset, schemaVersion: 0.0.1}}}\n"
+    "deploymentSpec:\n"
+    "  executors:\n"
+    "    exec-fetch:\n"
+    "      container:\n"
+    "        image: kiln:test\n"
+    "        command: [kiln-component, download]\n"
+    "        args: [--object, \"{{$.inputs.parameters['object']}}\", --out,\n"
+    "               \"{{$.outputs.artifacts['data'].path}}\"]\n"
+    "root:\n"
+    "  inputDefinitions:\n"
+    "    parameters: {object: {parameterType: STRING, defaultValue: /nonexistent/x.zip}}\n"
+    "  dag:\n"
+    "    tasks:\n"
+    "      fetch:\n"
+    "        componentRef: {name: comp-fetch}\n"
+    "        taskInfo: {name: fetch}\n"
+    "        inputs: {parameters: {object: {componentInputParameter: object}}}\n"
+    "        retryPolicy: {maxRetryCount: 2, backoffDuration: 0s, backoffFactor: 2}\n";
+
+/* run.json's attempts and state of the first task. */
+static void run_summary(const char *dir, const char *run, int *attempts, char *state)
+{
+    char rel[256], *text = NULL;
+    size_t len;
+    kiln_err err = {0};
+    snprintf(rel, sizeof rel, "runs/%s/run.json", run);
+    char *path = kt_path(dir, rel);
+    kt_expect_ok(kiln_read_file(path, 0, &text, &len, &err), &err, "run.json");
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "tasks"), 0);
+    *attempts = cJSON_GetObjectItem(t, "attempts")->valueint;
+    snprintf(state, 32, "%s", cJSON_GetObjectItem(j, "state")->valuestring);
+    cJSON_Delete(j);
+    free(text);
+    free(path);
+}
+
+static void test_run_local_retries(void **state)
+{
+    kt_trackserver *srv = *state;
+    if (kt_trackserver_start(srv) != 0)
+        fail_msg("kiln-tracking did not start");
+    char *dir = kt_mkdtemp(), *ir = kt_path(dir, "retry.yaml"), *out = NULL, st[32];
+    int attempts = 0;
+    kt_write_file(ir, retry_ir, strlen(retry_ir));
+    int rc = kt_run_capture(&out, "MLFLOW_TRACKING_URI=%s %s pipeline run-local %s --runs-dir "
+                            "%s/runs --run-id missing", srv->uri, kt_kiln_bin(), ir, dir);
+    printf("%s\n", out);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "task fetch: attempt 1 failed (kiln-component download: "
+                                "/nonexistent/x.zip: no such file); retrying in 0 s"));
+    assert_non_null(strstr(out, "task fetch: attempt 2 failed"));
+    assert_non_null(strstr(out, "task fetch: FAILED"));
+    run_summary(dir, "missing", &attempts, st);
+    assert_int_equal(attempts, 3);
+    assert_string_equal(st, "FAILED");
+    free(out);
+    /* The same pipeline with a file that exists: one attempt, the artifact. */
+    char *src = kt_path(dir, "in.zip"), *art = NULL;
+    kt_write_file(src, "zip bytes", 9);
+    rc = kt_run_capture(&out, "MLFLOW_TRACKING_URI=%s %s pipeline run-local %s --runs-dir %s/runs "
+                        "--run-id present --param object=%s", srv->uri, kt_kiln_bin(), ir, dir,
+                        src);
+    assert_int_equal(rc, 0);
+    run_summary(dir, "present", &attempts, st);
+    assert_int_equal(attempts, 1);
+    assert_string_equal(st, "SUCCEEDED");
+    art = kt_path(dir, "runs/present/fetch/artifacts/data");
+    assert_true(kt_files_equal(src, art));
+    free(out);
+    free(art);
+    free(src);
+    free(ir);
+    kt_rmtree_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -259,6 +346,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_promotion_gate, kt_trackserver_setup,
                                         kt_trackserver_teardown),
         cmocka_unit_test_setup_teardown(test_failing_evaluate_fails_the_run, kt_trackserver_setup,
+                                        kt_trackserver_teardown),
+        cmocka_unit_test_setup_teardown(test_run_local_retries, kt_trackserver_setup,
                                         kt_trackserver_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
