@@ -12,13 +12,14 @@
 #   1. environment: nvidia-smi, where CUDA/cuDNN/cuBLAS libraries are, that
 #      libkiln_cuda.so resolves every library;
 #   2. tests: test_gpu, test_nn_cuda_host, test_nn_cuda_ops,
-#      test_nn_cuda_model — a SKIPPED line counts as a failure here;
+#      test_nn_cuda_model, test_nn_cuda_ops again with TF32 — a SKIPPED line
+#      counts as a failure here;
 #   3. speed (SKIP_BENCH=1 leaves it out): bench_gpu for B0@224 bs128
 #      training (fp32 and TF32), B3@300 bs64 training (TF32), B0@224
 #      inference bs1 and bs64, then torch_effnet.py's eager measurements
 #      (its --compile and data-loader parts left out for time).
 # Env: MEMCHECK=1 also runs test_nn_cuda_ops under compute-sanitizer.
-# Everything is logged under $OUT (the device tool brings it back).
+# $OUT (what the device tool brings back): summary.txt, run.log, logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/kiln-gpu-out}
@@ -26,6 +27,11 @@ mkdir -p "$OUT"
 LOG=$OUT/run.log
 exec > >(tee "$LOG") 2>&1
 B=/tmp/kiln-gpu
+# The device tool brings back 8 files at most: the per-step logs go into
+# logs.tar.gz at the end; run.log holds them all anyway.
+LOGS=/tmp/kiln-gpu-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS"
+trap 'tar -C /tmp -czf "$OUT/logs.tar.gz" kiln-gpu-logs 2>/dev/null' EXIT
 SUMMARY=$OUT/summary.txt
 : > "$SUMMARY"
 note() { echo "$*" | tee -a "$SUMMARY"; }
@@ -59,26 +65,29 @@ done
 # --- 2. tests ---------------------------------------------------------------
 export KILN_TEST_FAKE_CUDA_MODULE=$B/bin/libkiln_fake_cuda_module.so
 failed=0
-run_test() { # name timeout [wrapper...]
-    local name=$1 limit=$2
+run_test() { # name timeout [label wrapper...]
+    local name=$1 limit=$2 label=${3:-}
     shift 2
-    local t0=$SECONDS
-    timeout "$limit" "$@" "$B/bin/$name" > "$OUT/$name.log" 2>&1
+    (($# > 0)) && shift
+    local t0=$SECONDS log=$LOGS/$name${label:+-$label}.log
+    timeout "$limit" "$@" "$B/bin/$name" > "$log" 2>&1
     local rc=$?
-    cat "$OUT/$name.log"
+    cat "$log"
     local verdict=PASS
     if ((rc != 0)); then verdict="FAIL (exit $rc)"; fi
-    if grep -q "SKIPPED" "$OUT/$name.log"; then verdict="FAIL (skipped on the GPU machine)"; fi
+    if grep -q "SKIPPED" "$log"; then verdict="FAIL (skipped on the GPU machine)"; fi
     [[ $verdict == PASS ]] || failed=$((failed + 1))
-    note "test $name: $verdict in $((SECONDS - t0)) s"
-    grep -E "^\[  FAILED  \] test|^ERROR:|^SKIPPED:" "$OUT/$name.log" | sort -u | head -20 >> "$SUMMARY"
+    note "test $name${label:+ ($label)}: $verdict in $((SECONDS - t0)) s"
+    grep -E "^\[  FAILED  \] test|^ERROR:|^SKIPPED:" "$log" | sort -u | head -20 >> "$SUMMARY"
 }
 run_test test_gpu 60
 run_test test_nn_cuda_host 60
 run_test test_nn_cuda_ops 240
 run_test test_nn_cuda_model 300
+# TF32 tensor cores for conv and matmul (looser tolerances, see the test).
+run_test test_nn_cuda_ops 240 tf32 env KILN_CUDA_TF32=1
 if [[ ${MEMCHECK:-0} == 1 ]] && command -v compute-sanitizer >/dev/null; then
-    run_test test_nn_cuda_ops 400 compute-sanitizer --tool memcheck --error-exitcode 9
+    run_test test_nn_cuda_ops 400 memcheck compute-sanitizer --tool memcheck --error-exitcode 9
 fi
 note "tests failed: $failed"
 
@@ -95,13 +104,13 @@ bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode train --variant b3 --size 300 -
 bench KILN_CUDA_TF32=0 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 1 --iters 50
 bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 64 --iters 20
 # torch_effnet.py up to its data-loader part (which would make 2048 JPEGs).
-PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$OUT/torch.log"
+PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$LOGS/torch.log"
 import sys
 src = open(sys.argv[1]).read()
 cut = src.find("# data pipeline anchor")
 exec(compile(src[:cut] if cut > 0 else src, sys.argv[1], "exec"), {"__name__": "__main__"})
 PY
-grep -E "img/s|ms$" "$OUT/torch.log" | sed 's/^/torch /' >> "$SUMMARY"
+grep -E "img/s|ms$" "$LOGS/torch.log" | sed 's/^/torch /' >> "$SUMMARY"
 # kiln / torch, like for like (fp32 with TF32 convolutions is torch's default).
 python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
 import re, sys
