@@ -24,12 +24,13 @@ static const char py_schedules[] =
     "    p = torch.nn.Parameter(torch.zeros(1))\n"
     "    opt = torch.optim.SGD([p], lr=lr, momentum=0.9)\n"
     "    sched = make(opt)\n"
-    "    out = []\n"
+    "    out, mom = [], []\n"
     "    for _ in range(steps + 1):\n"
     "        out.append(opt.param_groups[0]['lr'])\n"
+    "        mom.append(opt.param_groups[0]['momentum'])\n"
     "        opt.step()\n"
     "        if len(out) <= steps: sched.step()\n"
-    "    return out\n"
+    "    return out, mom\n"
     "cases = []\n"
     "for lr, total, warmup, sf, eta in [(0.5, 30, 5, 0.01, 0.0), (0.1, 10, 3, 0.1, 1e-4),\n"
     "                                   (0.8, 7, 0, 1.0, 0.0), (0.2, 2, 1, 0.5, 0.0),\n"
@@ -40,16 +41,17 @@ static const char py_schedules[] =
     "        lin = S.LinearLR(opt, start_factor=sf, total_iters=warmup)\n"
     "        return S.SequentialLR(opt, schedulers=[lin, cos], milestones=[warmup])\n"
     "    cases.append({'kind': 'warmup_cosine', 'lr': lr, 'total': total, 'warmup': warmup,\n"
-    "                  'start_factor': sf, 'eta_min': eta, 'lrs': run(make, lr, total)})\n"
+    "                  'start_factor': sf, 'eta_min': eta, 'lrs': run(make, lr, total)[0]})\n"
     "for mx, total, pct, div, fdiv, anneal in [(0.1, 100, 0.3, 25.0, 1e4, 'cos'),\n"
     "        (0.4, 37, 0.25, 10.0, 100.0, 'cos'), (1.0, 10, 0.0, 25.0, 1e4, 'cos'),\n"
     "        (0.05, 50, 0.5, 5.0, 20.0, 'linear'), (0.3, 1, 0.3, 25.0, 1e4, 'cos'),\n"
     "        (2.0, 999, 0.15, 25.0, 1e4, 'cos')]:\n"
     "    make = lambda opt: S.OneCycleLR(opt, max_lr=mx, total_steps=total, pct_start=pct,\n"
     "        div_factor=div, final_div_factor=fdiv, anneal_strategy=anneal, three_phase=False)\n"
+    "    lrs, mom = run(make, mx, total)\n"
     "    cases.append({'kind': 'one_cycle', 'lr': mx, 'total': total, 'pct_start': pct,\n"
     "                  'div_factor': div, 'final_div_factor': fdiv,\n"
-    "                  'linear': anneal == 'linear', 'lrs': run(make, mx, total)})\n"
+    "                  'linear': anneal == 'linear', 'lrs': lrs, 'momentum': mom})\n"
     "json.dump({'torch': torch.__version__, 'cases': cases}, open(sys.argv[1], 'w'))\n";
 
 static double num(const cJSON *obj, const char *key)
@@ -100,7 +102,7 @@ static void test_matches_torch(void **state)
     const cJSON *cases = cJSON_GetObjectItem(root, "cases");
     assert_true(cJSON_GetArraySize(cases) >= 10);
     double worst = 0.0;
-    size_t compared = 0;
+    size_t compared = 0, momenta = 0;
     for (const cJSON *c = cases->child; c; c = c->next) {
         kiln_lr_schedule s;
         schedule_from_case(c, &s);
@@ -120,9 +122,20 @@ static void test_matches_torch(void **state)
             worst = fmax(worst, rel);
             compared++;
         }
+        /* OneCycleLR cycles SGD's momentum (AdamW's beta1) the other way. */
+        const cJSON *mom = cJSON_GetObjectItem(c, "momentum");
+        step = 0;
+        for (const cJSON *v = mom ? mom->child : NULL; v; v = v->next, step++) {
+            double want = v->valuedouble, got = kiln_momentum_at(&s, step, 0.9);
+            if (fabs(got - want) > 1e-12)
+                fail_msg("one_cycle momentum (total %lld): step %lld: kiln %.17g, torch %.17g",
+                         (long long)s.total_steps, (long long)step, got, want);
+            momenta++;
+        }
     }
-    print_message("compared %zu learning rates with torch %s: worst relative difference %.3g\n",
-                  compared, cJSON_GetObjectItem(root, "torch")->valuestring, worst);
+    assert_true(momenta > 1000);
+    print_message("compared %zu learning rates and %zu momenta with torch %s: worst relative "
+                  "lr difference %.3g\n", compared, momenta, cJSON_GetObjectItem(root, "torch")->valuestring, worst);
     cJSON_Delete(root);
     free(script);
     free(json_path);

@@ -83,7 +83,7 @@ static const key_spec keys[] = {
     DOUBLE(train.weight_decay, 0, 1, 0, "0.0001"),
     DOUBLE(train.label_smoothing, 0, 1, HI_OPEN, "0.1"),
     ENUM(train.lr_schedule, schedules, "warmup_cosine"),
-    DOUBLE(train.one_cycle_pct_start, 0, 1, 0, "0.3"),
+    DOUBLE(train.one_cycle_pct_start, 0, 1, HI_OPEN, "0.3"),
     BOOL(augment.random_resized_crop, "true"),
     DOUBLE(augment.scale_min, 0, 1, LO_OPEN, "0.08"),
     DOUBLE(augment.scale_max, 0, 1, LO_OPEN, "1.0"),

@@ -140,6 +140,14 @@ void kiln_optim_set_lr(kiln_optim *o, float lr)
     o->cfg.lr = lr;
 }
 
+void kiln_optim_set_momentum(kiln_optim *o, float momentum)
+{
+    if (o->cfg.kind == KILN_OPTIM_ADAMW)
+        o->cfg.beta1 = momentum;
+    else
+        o->cfg.momentum = momentum;
+}
+
 float kiln_optim_lr(const kiln_optim *o)
 {
     return o->cfg.lr;

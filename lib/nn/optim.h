@@ -67,6 +67,9 @@ void kiln_optim_destroy(kiln_optim *o);
 /* The learning rate of the next step (a schedule sets it before each). */
 void kiln_optim_set_lr(kiln_optim *o, float lr);
 float kiln_optim_lr(const kiln_optim *o);
+/* SGD's momentum or AdamW's beta1 for the next step (torch's OneCycleLR
+ * cycles it); in [0, 1). */
+void kiln_optim_set_momentum(kiln_optim *o, float momentum);
 /* Steps taken so far (AdamW's bias correction uses it + 1 next). */
 int64_t kiln_optim_steps(const kiln_optim *o);
 

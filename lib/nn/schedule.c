@@ -38,6 +38,9 @@ void kiln_lr_one_cycle(kiln_lr_schedule *s, double max_lr, int64_t total_steps)
     s->pct_start = 0.3;
     s->div_factor = 25.0;
     s->final_div_factor = 1e4;
+    s->cycle_momentum = 1;
+    s->base_momentum = 0.85;
+    s->max_momentum = 0.95;
 }
 
 static int check_warmup_cosine(const kiln_lr_schedule *s, kiln_err *err)
@@ -60,6 +63,11 @@ static int check_warmup_cosine(const kiln_lr_schedule *s, kiln_err *err)
 
 static int check_one_cycle(const kiln_lr_schedule *s, kiln_err *err)
 {
+    if (s->cycle_momentum && !(s->base_momentum >= 0.0 && s->base_momentum < 1.0 &&
+                               s->max_momentum >= 0.0 && s->max_momentum < 1.0))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "lr schedule: one-cycle momentum %g..%g must be in [0, 1)",
+                            s->base_momentum, s->max_momentum);
     if (!(s->pct_start >= 0.0 && s->pct_start < 1.0))
         return kiln_err_set(err, KILN_EINVAL,
                             "lr schedule: one-cycle pct_start %g must be in [0, 1)",
@@ -114,16 +122,31 @@ static double anneal(const kiln_lr_schedule *s, double start, double end, double
     return end + (start - end) / 2.0 * (cos(M_PI * pct) + 1.0);
 }
 
-static double one_cycle(const kiln_lr_schedule *s, int64_t step)
+/* OneCycleLR's two phases: (start, peak) up to end_up, then (peak, end).
+ * The lr goes initial -> max -> min; the momentum max -> base -> max. */
+static double one_cycle_phase(const kiln_lr_schedule *s, int64_t step, double start,
+                              double peak, double end)
 {
-    double initial = s->lr / s->div_factor;
-    double min_lr = initial / s->final_div_factor;
     double end_up = s->pct_start * (double)s->total_steps - 1.0;
     double end_down = (double)s->total_steps - 1.0;
     double x = (double)step;
     if (x <= end_up)
-        return anneal(s, initial, s->lr, x / end_up);
-    return anneal(s, s->lr, min_lr, (x - end_up) / (end_down - end_up));
+        return anneal(s, start, peak, x / end_up);
+    return anneal(s, peak, end, (x - end_up) / (end_down - end_up));
+}
+
+static double one_cycle(const kiln_lr_schedule *s, int64_t step)
+{
+    double initial = s->lr / s->div_factor;
+    return one_cycle_phase(s, step, initial, s->lr, initial / s->final_div_factor);
+}
+
+double kiln_momentum_at(const kiln_lr_schedule *s, int64_t step, double fixed)
+{
+    if (s->kind != KILN_LR_ONE_CYCLE || !s->cycle_momentum)
+        return fixed;
+    step = step < 0 ? 0 : step > s->total_steps ? s->total_steps : step;
+    return one_cycle_phase(s, step, s->max_momentum, s->base_momentum, s->max_momentum);
 }
 
 double kiln_lr_at(const kiln_lr_schedule *s, int64_t step)

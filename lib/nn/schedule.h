@@ -13,8 +13,10 @@
  *    warmup_steps 0, CosineAnnealingLR(T_max=total_steps, eta_min) alone.
  *  - ONE_CYCLE: torch.optim.lr_scheduler.OneCycleLR(max_lr=lr, total_steps,
  *    pct_start, anneal_strategy cos (or linear), div_factor,
- *    final_div_factor, three_phase=False); learning rate only (kiln does
- *    not cycle momentum).
+ *    final_div_factor, three_phase=False), and, as torch does by default
+ *    (cycle_momentum=True), the momentum — SGD's momentum, AdamW's beta1 —
+ *    annealed the other way, from max_momentum down to base_momentum while
+ *    the lr rises and back up while it falls (kiln_momentum_at).
  *
  * Steps below 0 count as 0 and steps past total_steps as total_steps (where
  * torch's cosine would rise again and OneCycleLR raises).
@@ -45,6 +47,9 @@ typedef struct kiln_lr_schedule {
     double div_factor;       /* initial lr = lr / div_factor */
     double final_div_factor; /* final lr = initial lr / final_div_factor */
     int anneal_linear;       /* 0: cos (torch's default), 1: linear */
+    int cycle_momentum;      /* 1 (torch's default): kiln_momentum_at cycles */
+    double base_momentum;    /* 0.85: the momentum at the lr's peak */
+    double max_momentum;     /* 0.95: at the start and the end */
 } kiln_lr_schedule;
 
 void kiln_lr_constant(kiln_lr_schedule *s, double lr);
@@ -60,5 +65,9 @@ int kiln_lr_schedule_check(const kiln_lr_schedule *s, kiln_err *err);
 
 /* The learning rate at `step`; `s` must have passed kiln_lr_schedule_check. */
 double kiln_lr_at(const kiln_lr_schedule *s, int64_t step);
+
+/* The momentum (SGD) or beta1 (AdamW) at `step`: cycled for a ONE_CYCLE
+ * schedule with cycle_momentum, otherwise `fixed` (the optimizer's own). */
+double kiln_momentum_at(const kiln_lr_schedule *s, int64_t step, double fixed);
 
 #endif

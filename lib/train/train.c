@@ -217,6 +217,8 @@ static int train_step(train_ctx *c, const kiln_batch *b, kiln_err *err)
     if (rc != KILN_OK)
         return rc;
     kiln_optim_set_lr(c->optim, (float)kiln_lr_at(&c->sched, c->step));
+    if (c->sched.kind == KILN_LR_ONE_CYCLE && c->sched.cycle_momentum)
+        kiln_optim_set_momentum(c->optim, (float)kiln_momentum_at(&c->sched, c->step, 0.9));
     if ((rc = kiln_optim_step(c->optim, err)) != KILN_OK)
         return rc;
     c->step++;
