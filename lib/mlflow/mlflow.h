@@ -348,7 +348,8 @@ int kiln_mlflow_model_version_wait_ready(kiln_mlflow_client *c, const char *name
                                          const char *version, int timeout_ms, int poll_ms,
                                          kiln_mlflow_model_version **out, kiln_err *err);
 /* Stage: "None", "Staging", "Production" or "Archived". With
- * archive_existing_versions, other versions in that stage move to Archived. */
+ * archive_existing_versions, other versions in that stage move to Archived.
+ * `out` may be NULL (the moved version is then not returned). */
 int kiln_mlflow_model_version_transition(kiln_mlflow_client *c, const char *name,
                                          const char *version, const char *stage,
                                          int archive_existing_versions,

@@ -10,12 +10,18 @@
 
 /* The "model_version" object of the answer of a call that returned `rc`
  * into *out; frees the answer. */
+/* `out` may be NULL when the caller only needs the call to succeed. */
 static int version_from(int rc, cJSON *resp, const char *what, kiln_mlflow_model_version **out,
                         kiln_err *err)
 {
     if (rc == KILN_OK) {
+        kiln_mlflow_model_version *mv_out = NULL;
         const cJSON *mv = mlflow_need_object(resp, "model_version", what, err);
-        rc = mv ? mlflow_parse_model_version(mv, out, err) : KILN_EFORMAT;
+        rc = mv ? mlflow_parse_model_version(mv, &mv_out, err) : KILN_EFORMAT;
+        if (out)
+            *out = mv_out;
+        else
+            kiln_mlflow_model_version_free(mv_out);
     }
     cJSON_Delete(resp);
     return rc;
@@ -109,7 +115,8 @@ int kiln_mlflow_model_version_transition(kiln_mlflow_client *c, const char *name
     const char *kv[] = {"name", name, "version", version, "stage", stage};
     cJSON *req = mlflow_fields(kv, 6);
     cJSON *resp = NULL;
-    *out = NULL;
+    if (out)
+        *out = NULL;
     if (req && !cJSON_AddBoolToObject(req, "archive_existing_versions",
                                       archive_existing_versions != 0)) {
         cJSON_Delete(req);
