@@ -11,8 +11,9 @@
 #        POST /predict of one JPEG), DURATION seconds per case, for each
 #        case: 1 connection and 4 connections with the 640x480 photo, 4
 #        connections with a 1920x1080 one. The sides alternate case by case.
-# Figures: req/s and p50/p99 latency (wrk --latency), RSS after ready and
-# peak RSS under load (VmRSS / VmHWM), start-to-ready (process start until
+# Figures: req/s and p50/p99 latency (wrk --latency), RSS after ready, RSS
+# at the end of the load and the peak (VmRSS / VmHWM; kiln's peak is reached
+# while loading the weights), start-to-ready (process start until
 # GET / answers 200, the best of 3 starts). Ratios: kiln/peer req/s,
 # peer/kiln for latency, RSS and start time (targets: >= 3x req/s, p99 <=
 # 1/3, RSS <= 1/5, start <= 1/10).
@@ -127,6 +128,7 @@ run_case() {   # side case conns jpeg
     R[$side,$case,p50]=$(latency_ms 50 "$out")
     R[$side,$case,p99]=$(latency_ms 99 "$out")
     R[$side,$case,errors]=$( (grep -E 'Non-2xx|Socket errors' <<<"$out" || true) | tr '\n' ' ')
+    R[$side,$case,rss]=$(rss_mb "$SIDE_PID" VmRSS)
     R[$side,$case,hwm]=$(rss_mb "$SIDE_PID" VmHWM)
     stop_side
 }
@@ -153,12 +155,13 @@ done
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 {
     echo "== bench/serve.sh $(date -u +%FT%TZ) threads=$THREADS duration=${DURATION}s host=$(hostname) load=$(cut -d' ' -f1-3 /proc/loadavg)"
-    printf '%-10s %-5s %9s %9s %9s %9s  %s\n' case side req/s p50_ms p99_ms peakRSS errors
+    printf '%-10s %-5s %9s %9s %9s %9s %9s  %s\n' case side req/s p50_ms p99_ms RSS peakRSS errors
     for spec in "${CASES[@]}"; do
         IFS=: read -r case _ _ <<<"$spec"
         for side in peer kiln; do
-            printf '%-10s %-5s %9s %9s %9s %8sM  %s\n' "$case" "$side" "${R[$side,$case,rps]}" \
-                "${R[$side,$case,p50]}" "${R[$side,$case,p99]}" "${R[$side,$case,hwm]}" \
+            printf '%-10s %-5s %9s %9s %9s %8sM %8sM  %s\n' "$case" "$side" \
+                "${R[$side,$case,rps]}" "${R[$side,$case,p50]}" "${R[$side,$case,p99]}" \
+                "${R[$side,$case,rss]}" "${R[$side,$case,hwm]}" \
                 "${R[$side,$case,errors]:-none}"
         done
         echo "$case ratios: req/s x$(ratio "${R[kiln,$case,rps]}" "${R[peer,$case,rps]}")," \
