@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/fs.h"
+#include "gpu/gpu.h"
 #include "model/model.h"
 #include "support/dsbuild.h"
 #include "support/testutil.h"
@@ -247,7 +248,11 @@ static void check_logged_run(kiln_mlflow_client *c, const char *run_id, const ch
     assert_string_equal(kiln_mlflow_run_param(run, "learning_rate"), "0.01");
     assert_string_equal(kiln_mlflow_run_param(run, "batch_size"), "8");
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.model"), "b0");
-    assert_string_equal(kiln_mlflow_run_tag(run, "kiln.device"), "cpu");
+    /* "auto" resolved: the backend that ran. */
+    kiln_gpu_info gpu;
+    kiln_err gerr = {0};
+    assert_string_equal(kiln_mlflow_run_tag(run, "kiln.device"),
+                        kiln_gpu_probe(&gpu, &gerr) == KILN_OK ? "cuda" : "cpu");
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.version"), KILN_VERSION);
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.dataset_sha256"), sha);
     assert_string_equal(run->info.run_name, "tiny");
@@ -304,6 +309,7 @@ static void test_mlflow_logging(void **state)
     tiny_opts(&o, data, out, 2);
     o.mlflow = c;
     o.experiment = "kiln-test";
+    o.device = "auto";
     o.run_name = "tiny";
     kt_expect_ok(kiln_train(&o, &res, &err), &err, "train");
     char *id = read_run_id(out);

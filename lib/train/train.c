@@ -436,7 +436,8 @@ static int setup(train_ctx *c, kiln_err *err)
     if ((rc = train_mlflow_start(c, err)) != KILN_OK)
         return rc;
     if ((rc = open_data(c, err)) != KILN_OK || (rc = train_mlflow_dataset_tag(c, err)) != KILN_OK ||
-        (rc = make_model(c, err)) != KILN_OK || (rc = make_buffers(c, err)) != KILN_OK ||
+        (rc = make_model(c, err)) != KILN_OK || (rc = train_mlflow_device_tag(c, err)) != KILN_OK ||
+        (rc = make_buffers(c, err)) != KILN_OK ||
         (rc = make_schedule(c, err)) != KILN_OK)
         return rc;
     if (o->resume) {

@@ -66,6 +66,7 @@ int train_checkpoint_best_path(const train_ctx *c, char *out, size_t size, kiln_
  * <out_dir>/mlflow-run-id. No-op without a client. */
 int train_mlflow_start(train_ctx *c, kiln_err *err);
 int train_mlflow_dataset_tag(train_ctx *c, kiln_err *err);
+int train_mlflow_device_tag(train_ctx *c, kiln_err *err);
 int train_mlflow_epoch(train_ctx *c, const kiln_train_epoch *e, kiln_err *err);
 #define TRAIN_CURVES_FILE "training_curves.png"
 

@@ -130,6 +130,16 @@ int train_mlflow_dataset_tag(train_ctx *c, kiln_err *err)
     return rc == KILN_OK ? rc : kiln_err_wrap(err, "MLflow");
 }
 
+/* The backend that actually runs ("auto" resolved to "cuda" or "cpu"). */
+int train_mlflow_device_tag(train_ctx *c, kiln_err *err)
+{
+    if (!c->o->mlflow)
+        return KILN_OK;
+    int rc = kiln_mlflow_run_set_tag(c->o->mlflow, c->run_id, "kiln.device", c->be->ops->name,
+                                     err);
+    return rc == KILN_OK ? rc : kiln_err_wrap(err, "MLflow");
+}
+
 int train_mlflow_epoch(train_ctx *c, const kiln_train_epoch *e, kiln_err *err)
 {
     if (!c->o->mlflow)
