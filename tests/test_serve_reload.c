@@ -359,6 +359,14 @@ static void test_poll_interval(void **state)
     assert_true(wait_for_version(&s, "2"));
     assert_true(predict_conf(&(fixture){.srv = s, .jpg = f->jpg, .jpg_len = f->jpg_len}, 2) ==
                 f->conf[2]);
+    /* The cache keeps the loaded version and the one before it. */
+    char *v1 = kt_path(cache, MODEL "/1"), *v2 = kt_path(cache, MODEL "/2");
+    char *v3 = kt_path(cache, MODEL "/3");
+    assert_true(kiln_is_dir(v1) && kiln_is_dir(v2));
+    assert_false(kiln_is_dir(v3));
+    free(v1);
+    free(v2);
+    free(v3);
     assert_int_equal(ts_serve_stop(&s, 30), 0);
     free(dir);
     free(cache);

@@ -28,9 +28,11 @@ char *srv_metrics_text(srv_metrics *m, const kiln_serve_model *model, int ready,
 
 /* ---- the registry (serve_registry.c) ---- */
 /* Resolve the version at `stage` or `alias` of `name`, download its
- * artifacts into cache_dir (reused when complete), load it. */
+ * artifacts into cache_dir (reused when complete), load it; then remove
+ * the cached versions other than it and `current_version` (may be NULL). */
 kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
-                                    const kiln_logger *log, kiln_err *err);
+                                    const char *current_version, const kiln_logger *log,
+                                    kiln_err *err);
 /* Just the version the registry points at now (malloc'ed), for polling. */
 int srv_registry_current_version(const kiln_serve_config *cfg, char **version, kiln_err *err);
 

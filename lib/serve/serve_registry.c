@@ -2,6 +2,7 @@
  * registry: resolve the version, download its artifacts into the cache,
  * load it. */
 #define _XOPEN_SOURCE 700
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -178,6 +179,31 @@ static int fetch(kiln_mlflow_client *c, const kiln_serve_config *cfg,
     return rc;
 }
 
+/* Remove the cached versions of a model other than `keep_a` and `keep_b`
+ * (the one just loaded and the one it replaces, for a quick way back):
+ * a loaded model holds its weights in memory, not in these files. */
+static void prune_cache(const kiln_serve_config *cfg, const char *name, const char *keep_a,
+                        const char *keep_b, const kiln_logger *log)
+{
+    char model_seg[256], a[64], b[64], parent[4096], path[4400];
+    safe_segment(name, model_seg, sizeof model_seg);
+    safe_segment(keep_a, a, sizeof a);
+    safe_segment(keep_b && *keep_b ? keep_b : keep_a, b, sizeof b);
+    if (kiln_path_join(parent, sizeof parent, cfg->cache_dir, model_seg, NULL) != KILN_OK)
+        return;
+    DIR *dir = opendir(parent);
+    if (!dir)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dir)))
+        if (e->d_name[0] != '.' && strcmp(e->d_name, a) != 0 && strcmp(e->d_name, b) != 0) {
+            snprintf(path, sizeof path, "%s/%s", parent, e->d_name);
+            kiln_log_debug(log, "serve: removing cached %s", path);
+            rmtree(path);
+        }
+    closedir(dir);
+}
+
 /* The run's latest metrics as {"key": value}; {} when the run is unknown. */
 static cJSON *run_metrics(kiln_mlflow_client *c, const char *run_id, const kiln_logger *log)
 {
@@ -197,7 +223,8 @@ static cJSON *run_metrics(kiln_mlflow_client *c, const char *run_id, const kiln_
 }
 
 kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
-                                    const kiln_logger *log, kiln_err *err)
+                                    const char *current_version, const kiln_logger *log,
+                                    kiln_err *err)
 {
     kiln_mlflow_model_version *mv = NULL;
     kiln_serve_model *m = NULL;
@@ -217,6 +244,8 @@ kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
                                  .run_id = mv->run_id, .run_metrics = metrics};
     if (!(m = kiln_serve_model_load(dir, threads, &o, err)))
         kiln_err_wrap(err, "model '%s' version %s", mv->name, mv->version);
+    else
+        prune_cache(cfg, mv->name, mv->version, current_version, log);
 done:
     cJSON_Delete(metrics);
     kiln_mlflow_model_version_free(mv);

@@ -65,7 +65,12 @@ static kiln_serve_model *load_now(kiln_serve_daemon *d, kiln_err *err)
         kiln_serve_model_origin o = {.name = d->cfg.model_name, .source = d->cfg.model_dir};
         return kiln_serve_model_load(d->cfg.model_dir, d->cfg.threads, &o, err);
     }
-    return srv_registry_load(&d->cfg, d->cfg.threads, d->log, err);
+    kiln_serve_model *cur = srv_acquire(d);
+    char version[64] = "";
+    if (cur)
+        snprintf(version, sizeof version, "%s", kiln_serve_model_version(cur));
+    kiln_serve_model_unref(cur);
+    return srv_registry_load(&d->cfg, d->cfg.threads, version, d->log, err);
 }
 
 int kiln_serve_daemon_reload(kiln_serve_daemon *d, kiln_err *err)
