@@ -35,12 +35,13 @@ static void install_handlers(void)
 static const char train_usage[] =
     "--dataset DIR --out DIR --run-id-file PATH [--model-variant b0] [--epochs 10]\n"
     "    [--batch-size 32] [--learning-rate 0.001] [--mlflow-tracking-uri URI]\n"
-    "    [--experiment-name kiln] [--seed 42] [--device auto|cpu|cuda]\n\n"
+    "    [--experiment-name kiln] [--seed 42] [--device auto|cpu|cuda] [--config-yaml YAML]\n\n"
     "Trains on the dataset artifact, writes the model package to --out (the model artifact)\n"
     "and the MLflow run id to --run-id-file (the run_id output). MLflow: --mlflow-tracking-uri\n"
     "or MLFLOW_TRACKING_URI (required). With KILN_MLFLOW_PARENT_RUN_ID set (kiln pipeline\n"
     "run-local), the run is tagged as that run's child. --device auto (default) trains on the\n"
-    "GPU the pod requested when one is usable, else on the CPU.\n";
+    "GPU the pod requested when one is usable, else on the CPU. --config-yaml: kiln config\n"
+    "text (train.*, augment.*; empty: the defaults) under the other flags.\n";
 
 /* train.* settings from the flags onto the config defaults. */
 static int train_config(comp_ctx *cx, const comp_flags *f, kiln_config *cfg)
@@ -51,6 +52,12 @@ static int train_config(comp_ctx *cx, const comp_flags *f, kiln_config *cfg)
     kiln_err err = {0};
     char num[64];
     kiln_config_defaults(cfg);
+    const char *yaml = comp_flag(f, "config-yaml");
+    if (yaml && *yaml &&
+        kiln_config_load_string(cfg, yaml, strlen(yaml), "--config-yaml", &err) != KILN_OK) {
+        fprintf(stderr, "kiln-component %s: %s\n", cx->step, err.msg);
+        return 2;
+    }
     for (int i = 0; i < 4; i++) {
         const char *v = comp_flag(f, flags[i]);
         if (!v)
@@ -81,7 +88,7 @@ int comp_train(comp_ctx *cx, int argc, char **argv)
     static const char *const accepted[] = {"dataset", "out", "run-id-file", "model-variant",
                                            "epochs", "batch-size", "learning-rate",
                                            "mlflow-tracking-uri", "experiment-name", "seed", "device",
-                                           NULL};
+                                           "config-yaml", NULL};
     comp_flags f;
     kiln_err err = {0};
     kiln_train_opts o;

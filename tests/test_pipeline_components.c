@@ -216,6 +216,10 @@ static void test_arguments(void **state)
         {"prepare --zip x.zip --out o --image-size 8", 2, "--image-size must be an integer in [16, 1024]"},
         {"train --dataset d --out o --run-id-file f --epochs ten", 2, "--epochs must be an integer"},
         {"train --dataset d --out o --run-id-file f --model-variant b9", 2, "--model-variant"},
+        {"train --dataset d --out o --run-id-file f --config-yaml 'augment: {scale_min: 7}'", 2,
+         "--config-yaml: augment.scale_min"},
+        {"train --dataset d --out o --run-id-file f --config-yaml 'train: [1'", 2,
+         "--config-yaml"},
         {"register --registered-model-name m --run-id r --model-version-file v "
          "--promoted-file p --test-accuracy high", 2, "--test-accuracy must be a number"},
         {"upload --model m --bucket b --name n --model-version 1 --promoted maybe", 2,

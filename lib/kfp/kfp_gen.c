@@ -28,6 +28,9 @@ static const param_def pipeline_params[] = {
     {"learning_rate", "NUMBER_DOUBLE", "0.001", "peak learning rate"},
     {"min_accuracy_gain", "NUMBER_DOUBLE", "0.0",
      "promote when test accuracy >= Production's + this"},
+    {"train_config", "STRING", "",
+     "kiln config YAML for train.* and augment.* (e.g. 'augment: {random_resized_crop: false}'); "
+     "epochs, batch_size, model_variant and learning_rate override it"},
 };
 #define N_PARAMS (sizeof pipeline_params / sizeof pipeline_params[0])
 
@@ -67,13 +70,13 @@ static const step_def steps[] = {
      {"--zip", IN_ART("data_zip"), "--image-size", IN_PAR("image_size"), "--out", OUT_ART("dataset")},
      0, 0, 0, NULL},
     {"train", {"@dataset:system.Dataset=prepare.dataset", "model_variant", "epochs", "batch_size",
-               "learning_rate", "mlflow_tracking_uri", "mlflow_experiment_name"},
+               "learning_rate", "mlflow_tracking_uri", "mlflow_experiment_name", "train_config"},
      {"@model:system.Model", "run_id:STRING"},
      {"--dataset", IN_ART("dataset"), "--model-variant", IN_PAR("model_variant"), "--epochs",
       IN_PAR("epochs"), "--batch-size", IN_PAR("batch_size"), "--learning-rate",
       IN_PAR("learning_rate"), "--mlflow-tracking-uri", IN_PAR("mlflow_tracking_uri"),
-      "--experiment-name", IN_PAR("mlflow_experiment_name"), "--out", OUT_ART("model"),
-      "--run-id-file", OUT_PAR("run_id")},
+      "--experiment-name", IN_PAR("mlflow_experiment_name"), "--config-yaml",
+      IN_PAR("train_config"), "--out", OUT_ART("model"), "--run-id-file", OUT_PAR("run_id")},
      1, 0, 0, "s3,mlflow"},
     {"evaluate", {"@model:system.Model=train.model", "@dataset:system.Dataset=prepare.dataset",
                   "run_id=train.run_id", "mlflow_tracking_uri"},
