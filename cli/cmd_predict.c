@@ -121,7 +121,7 @@ int kiln_cmd_predict(int argc, char **argv, const kiln_logger *log)
         return 2;
     }
     kiln_err err = {0};
-    kiln_serve_model *m = kiln_serve_model_load(f.model, f.threads, NULL, &err);
+    kiln_serve_model *m = kiln_serve_model_load(f.model, "cpu", f.threads, NULL, &err);
     if (!m) {
         fprintf(stderr, "kiln predict: %s\n", err.msg);
         return kiln_code_exit_status(err.code);

@@ -29,7 +29,7 @@ static void usage(FILE *out, const kiln_serve_config *d)
             "  --cache-dir DIR         where registry downloads go ($TMPDIR/kiln-serve-cache-UID)\n"
             "  --host ADDR             address to listen on (%s; 0.0.0.0 in a container)\n"
             "  --port N                port, 0 = a free one (%d)\n"
-            "  --device auto|cpu|cuda  inference device (%s; cuda is not available yet)\n"
+            "  --device auto|cpu|cuda  inference device (%s = cpu; cuda needs a usable GPU)\n"
             "  --threads N             inference threads (%d: the online CPUs)\n"
             "  --http-threads N        HTTP worker threads (%d)\n"
             "  --max-body-mb N         request body limit in MiB, else 413 (%zu)\n"

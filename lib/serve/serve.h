@@ -66,9 +66,11 @@ typedef struct kiln_serve_model_origin {
     const cJSON *run_metrics; /* the run's latest metrics {"val_accuracy": 0.9, ...}; copied */
 } kiln_serve_model_origin;
 
-/* Load the package at `dir` on a new CPU backend with `threads` threads and
- * plan an inference-only batch-1 forward. `origin` may be NULL. */
-kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
+/* Load the package at `dir` on a new backend — `device` "cpu" (or NULL)
+ * with `threads` threads, or "cuda" (EDEVICE saying why when no GPU is
+ * usable) — and plan an inference-only batch-1 forward. `origin` may be
+ * NULL. */
+kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int threads,
                                         const kiln_serve_model_origin *origin, kiln_err *err);
 void kiln_serve_model_ref(kiln_serve_model *m);
 /* Drop a reference; the last one frees the model. NULL is fine. */
@@ -126,8 +128,8 @@ typedef struct kiln_serve_config {
     const char *cache_dir;    /* downloads; default $TMPDIR/kiln-serve-cache */
     const char *host;         /* default 127.0.0.1 */
     int port;                 /* default 5001 (seed 004's); 0 = a free port */
-    const char *device;       /* "auto" (default) or "cpu"; "cuda" fails (EDEVICE) until
-                                 lib/nn has a CUDA inference backend */
+    const char *device;       /* "auto" (default) = "cpu"; "cuda": the CUDA backend, checked
+                                 at start (EDEVICE saying why when no GPU is usable) */
     int threads;              /* inference threads; default: online CPUs */
     int http_threads;         /* HTTP workers; default 8 */
     size_t max_body_bytes;    /* default 20 MiB */

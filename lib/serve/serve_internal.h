@@ -7,6 +7,9 @@
 
 #include "serve/serve.h"
 
+/* The backend name a config's device means ("auto" serves on the CPU). */
+const char *srv_backend_name(const kiln_serve_config *cfg);
+
 /* Monotonic seconds; wall-clock seconds since the epoch. */
 double srv_now_s(void);
 double srv_wall_s(void);

@@ -100,7 +100,7 @@ static void drop_gradient_pages(kiln_serve_model *m)
         madvise((void *)first, last - first, MADV_DONTNEED);
 }
 
-kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
+kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int threads,
                                         const kiln_serve_model_origin *origin, kiln_err *err)
 {
     double t0 = srv_now_s();
@@ -116,7 +116,7 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, int threads,
         kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
         goto fail;
     }
-    if (!(m->be = kiln_nn_cpu_create(threads, err)))
+    if (!(m->be = kiln_nn_backend_open(device ? device : "cpu", threads, NULL, err)))
         goto fail;
     if (!(m->net = kiln_model_load(dir, m->be, &m->info, err)))
         goto fail;

@@ -242,7 +242,7 @@ kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
                                                    : (cfg->stage ? cfg->stage : "Production"),
                                  .alias = by_alias ? cfg->alias : NULL, .source = mv->source,
                                  .run_id = mv->run_id, .run_metrics = metrics};
-    if (!(m = kiln_serve_model_load(dir, threads, &o, err)))
+    if (!(m = kiln_serve_model_load(dir, srv_backend_name(cfg), threads, &o, err)))
         kiln_err_wrap(err, "model '%s' version %s", mv->name, mv->version);
     else
         prune_cache(cfg, mv->name, mv->version, current_version, log);

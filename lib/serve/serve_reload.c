@@ -33,13 +33,16 @@ static int check_config(kiln_serve_config *c, char *cache, size_t cache_size, ki
         return kiln_err_set(err, KILN_EINVAL, "--model-name (or --model-dir) is required");
     if (c->alias && *c->alias && c->model_dir)
         return kiln_err_set(err, KILN_EINVAL, "--alias and --model-dir exclude each other");
-    if (!c->device || (strcmp(c->device, "auto") != 0 && strcmp(c->device, "cpu") != 0)) {
-        if (c->device && strcmp(c->device, "cuda") == 0)
-            return kiln_err_set(err, KILN_EDEVICE,
-                                "--device cuda: kiln-serve has no CUDA inference backend yet; "
-                                "use --device cpu (or auto)");
+    if (!c->device || (strcmp(c->device, "auto") != 0 && strcmp(c->device, "cpu") != 0 &&
+                       strcmp(c->device, "cuda") != 0))
         return kiln_err_set(err, KILN_EINVAL, "--device must be auto, cpu or cuda, got '%s'",
                             c->device ? c->device : "(null)");
+    if (strcmp(c->device, "cuda") == 0) {
+        /* Fail at start, not at every (re)load, when there is no GPU. */
+        kiln_nn_backend *be = kiln_nn_backend_open("cuda", 1, NULL, err);
+        if (!be)
+            return kiln_err_wrap(err, "--device cuda");
+        kiln_nn_backend_destroy(be);
     }
     if (c->threads < 1 || c->http_threads < 1 || c->max_images < 1 || c->max_body_bytes == 0 ||
         c->poll_interval_s < 0 || c->shutdown_delay_s < 0)
@@ -59,11 +62,19 @@ static int check_config(kiln_serve_config *c, char *cache, size_t cache_size, ki
     return KILN_OK;
 }
 
+const char *srv_backend_name(const kiln_serve_config *cfg)
+{
+    /* auto is the CPU: GPU serving (one forward per request, no dynamic
+     * batching yet) is opt-in with --device cuda. */
+    return cfg->device && strcmp(cfg->device, "cuda") == 0 ? "cuda" : "cpu";
+}
+
 static kiln_serve_model *load_now(kiln_serve_daemon *d, kiln_err *err)
 {
     if (d->cfg.model_dir) {
         kiln_serve_model_origin o = {.name = d->cfg.model_name, .source = d->cfg.model_dir};
-        return kiln_serve_model_load(d->cfg.model_dir, d->cfg.threads, &o, err);
+        return kiln_serve_model_load(d->cfg.model_dir, srv_backend_name(&d->cfg), d->cfg.threads,
+                                     &o, err);
     }
     kiln_serve_model *cur = srv_acquire(d);
     char version[64] = "";
