@@ -1,6 +1,10 @@
 /* tests/test_serve_api.c — kiln-serve over real HTTP on loopback, serving
  * a model trained here and registered in a kiln-tracking started here:
  * every endpoint, every request form, every error answer, and the flags. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "test_serve_support.h"
 
 #define MODEL "fashion"
@@ -334,6 +338,36 @@ static void test_unready_until_reload(void **state)
     kt_rmtree_free(dir);
 }
 
+/* A registry that cannot be reached: unready, and a reload answers 502. */
+static void test_registry_unreachable(void **state)
+{
+    fixture *f = *state;
+    ts_serve s;
+    char *dir = kt_path(f->root, "unreachable");
+    kiln_err err = {0};
+    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd); /* nothing listens there now */
+    char uri[64];
+    snprintf(uri, sizeof uri, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    const char *args[] = {"--model-name", MODEL, NULL};
+    assert_int_equal(ts_serve_start(&s, dir, uri, args), 0);
+    ts_reply r = ts_get(s.url, "/readyz");
+    assert_int_equal(r.status, 503);
+    ts_reply_free(&r);
+    char url[128];
+    snprintf(url, sizeof url, "%s/model/reload", s.url);
+    ts_expect_error(ts_http("POST", url, NULL, NULL, 0, NULL, 0), 502, "cannot reach",
+                    "reload without a registry");
+    assert_int_equal(ts_serve_stop(&s, 30), 0);
+    kt_rmtree_free(dir);
+}
+
 /* SIGTERM with --shutdown-delay: unready at once, still answering during
  * the delay, then exit 0. */
 static void test_shutdown_delay(void **state)
@@ -404,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_bad_requests),
         cmocka_unit_test(test_metrics_and_access_log),
         cmocka_unit_test(test_unready_until_reload),
+        cmocka_unit_test(test_registry_unreachable),
         cmocka_unit_test(test_shutdown_delay),
         cmocka_unit_test(test_flags),
     };
