@@ -26,18 +26,20 @@ static void train_usage(FILE *out)
             "usage: kiln train --data DIR --out MODEL_DIR [options]\n\n"
             "Trains an EfficientNet on a prepared dataset (kiln prepare) and writes the model\n"
             "package to MODEL_DIR, with checkpoints in MODEL_DIR/checkpoint/.\n\noptions:\n"
-            "  --config FILE          YAML config (train.*, augment.*, data.workers)\n"
+            "  --config FILE          YAML config (train.*, augment.*, data.workers); every\n"
+            "                         key defaults as in examples/config.yaml\n"
             "  --device auto|cpu|cuda where to train (default auto: the GPU when usable)\n"
             "  --init-weights FILE    pretrained safetensors; the head is re-initialised\n"
             "  --resume               continue from MODEL_DIR/checkpoint\n"
-            "  --epochs N --batch-size N --lr X   override train.* of the config\n"
+            "  --epochs 10 --batch-size 32 --lr 0.001   override train.* of the config\n"
             "  --threads N            compute threads (default: every core)\n"
             "  --seed N               seed of init, order, augmentation (default 42)\n"
             "  --warmup-epochs N      linear warmup before the cosine decay (default 1)\n"
-            "  --patience N           stop after N epochs without a better val accuracy\n"
+            "  --patience 0           stop after N epochs without a better val accuracy\n"
+            "                         (0: never stop early)\n"
             "  --mlflow URI           tracking server (default $MLFLOW_TRACKING_URI)\n"
             "  --experiment NAME      MLflow experiment (default kiln)\n"
-            "  --run-name NAME        MLflow run name\n");
+            "  --run-name NAME        MLflow run name (default: the server picks one)\n");
 }
 
 typedef struct train_flags {

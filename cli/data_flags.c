@@ -9,11 +9,13 @@ const char data_flags_usage[] =
     "  --size 224                 image side after resize + centre crop\n"
     "  --val 0.15 --test 0.15     share of each class held out for validation / test\n"
     "  --seed 42                  seed of the split\n"
-    "  --workers N                decode threads\n"
-    "  --normalization imagenet|dataset\n"
+    "  --workers 2                decode threads (data.workers)\n"
+    "  --normalization imagenet   mean/std: imagenet, or dataset (of the train split)\n"
     "  --max-bad-fraction 0.1     share of undecodable images allowed\n"
-    "  --max-uncompressed-mb MB   zip bomb guard: total inflated size\n"
-    "  --max-ratio R              zip bomb guard: compression ratio of any entry\n";
+    "  --max-uncompressed-mb 65536  zip bomb guard: total inflated size\n"
+    "  --max-ratio 200            zip bomb guard: compression ratio of any entry\n"
+    "A zip with train/, val/ and test/ folders (each holding class folders) keeps its\n"
+    "split; --val, --test and --seed then do not apply.\n";
 
 enum { OPT_NORM = 1000, OPT_BAD, OPT_MAXMB, OPT_RATIO };
 

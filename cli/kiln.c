@@ -27,6 +27,9 @@ static const subcommand subcommands[] = {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: kiln [--log-format human|json] [--log-level LEVEL] <command> [args]\n\n"
+                 "  --log-format human|json  log lines on stderr (default $KILN_LOG_FORMAT, else\n"
+                 "                           human; json: one object per line, for Kubernetes)\n"
+                 "  --log-level info         debug, info, warn or error\n\n"
                  "commands:\n");
     for (size_t i = 0; i < N_SUBCOMMANDS; i++)
         fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
