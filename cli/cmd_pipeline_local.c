@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/signals.h"
 #include "cmd_pipeline.h"
 #include "common/fs.h"
 #include "kfp/local.h"
@@ -352,16 +353,6 @@ static kiln_mlflow_client *mlflow_client(const char *uri, const kiln_logger *log
     return kiln_mlflow_client_new(&mc, log, err);
 }
 
-static void install_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 /* Which MLflow: --param, else $MLFLOW_TRACKING_URI, else a kiln-tracking we start. */
 static int choose_mlflow(const local_flags *f, const kiln_kfp_ir *ir, cJSON *over,
                          tracking_proc *tp, char *uri, size_t size, kiln_err *err)
@@ -416,7 +407,7 @@ int kiln_cmd_pipeline_run_local(int argc, char **argv, const kiln_logger *log)
                      "--components-dir / set KILN_COMPONENTS_DIR)");
         goto fail;
     }
-    install_handlers();
+    kiln_stop_signals_install(on_signal);
     if (choose_mlflow(&f, ir, over, &tp, uri, sizeof uri, &err) != KILN_OK ||
         !(mc = mlflow_client(uri, log, &err)))
         goto fail;

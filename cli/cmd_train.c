@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/signals.h"
 #include "cli.h"
 #include "gpu/gpu.h"
 #include "train/train.h"
@@ -180,16 +181,6 @@ static kiln_mlflow_client *make_client(const char *uri, const kiln_logger *log, 
     return c;
 }
 
-static void install_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 int kiln_cmd_train(int argc, char **argv, const kiln_logger *log)
 {
     train_flags f = {.seed = 42, .warmup = 1};
@@ -227,7 +218,7 @@ int kiln_cmd_train(int argc, char **argv, const kiln_logger *log)
     o.mlflow = make_client(f.mlflow, log, &rc);
     if (rc != 0)
         return rc;
-    install_handlers();
+    kiln_stop_signals_install(on_signal);
     rc = kiln_train(&o, &res, &err);
     kiln_mlflow_client_free(o.mlflow);
     if (o.on_progress)

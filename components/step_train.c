@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/signals.h"
 #include "component.h"
 #include "data/dataset.h"
 #include "kfp/executor.h"
@@ -20,16 +21,6 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-static void install_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 }
 
 static const char train_usage[] =
@@ -112,7 +103,7 @@ int comp_train(comp_ctx *cx, int argc, char **argv)
     o.stop = &stop_requested;
     if (!(o.mlflow = comp_mlflow(cx, comp_flag(&f, "mlflow-tracking-uri"), &err)))
         return comp_fail(cx, &err);
-    install_handlers();
+    kiln_stop_signals_install(on_signal);
     rc = kiln_train(&o, &res, &err);
     const char *parent = getenv("KILN_MLFLOW_PARENT_RUN_ID");
     kiln_err e2 = {0};

@@ -15,6 +15,7 @@
 #include "support/dsbuild.h"
 #include "support/testutil.h"
 #include "support/trackserver.h"
+#include "support/trainfix.h"
 #include "train/train.h"
 
 /* Solid colours with noise: class k is bright in channel k. */
@@ -27,37 +28,6 @@ static uint8_t colour_pixel(void *ctx, uint32_t index, int y, int x, int c, int 
     h *= 0x5bd1e995u;
     h ^= h >> 15;
     return (uint8_t)(base + (int)(h % 61) - 30);
-}
-
-static char *make_dataset(const char *root, uint32_t train, uint32_t val, int colours)
-{
-    char *dir = kt_path(root, "data");
-    kiln_err err = {0};
-    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
-    kt_ds_opts o;
-    kt_ds_opts_default(&o);
-    o.n_classes = 3;
-    o.image_size = 32;
-    o.per_split[KILN_SPLIT_TRAIN] = train;
-    o.per_split[KILN_SPLIT_VAL] = val;
-    o.per_split[KILN_SPLIT_TEST] = 0;
-    if (colours)
-        o.pixel = colour_pixel;
-    kt_ds_build(dir, &o);
-    return dir;
-}
-
-static void tiny_opts(kiln_train_opts *o, const char *data, const char *out, int epochs)
-{
-    kiln_train_opts_default(o);
-    o->data_dir = data;
-    o->out_dir = out;
-    o->threads = 2;
-    o->cfg.data.workers = 1;
-    o->cfg.train.epochs = epochs;
-    o->cfg.train.batch_size = 8;
-    o->cfg.train.learning_rate = 0.01;
-    o->seed = 7;
 }
 
 typedef struct stopper {
@@ -99,7 +69,7 @@ static int run_train(kiln_train_opts *o, stopper *s, kiln_train_result *res, kil
 static void test_learns(void **state)
 {
     const char *root = *state;
-    char *data = make_dataset(root, 96, 24, 1);
+    char *data = kt_train_dataset(root, 96, 24, colour_pixel);
     char *out = kt_path(root, "model");
     kiln_train_opts o;
     kiln_train_result res;
@@ -107,7 +77,7 @@ static void test_learns(void **state)
     stopper s = {0};
     /* From scratch, eval-mode BatchNorm needs a few dozen steps to settle:
      * SGD at a high rate gets there in 8 short epochs. */
-    tiny_opts(&o, data, out, 8);
+    kt_train_tiny_opts(&o, data, out, 8);
     o.cfg.train.batch_size = 16;
     o.cfg.train.learning_rate = 0.05;
     strcpy(o.cfg.train.optimizer, "sgd");
@@ -175,12 +145,12 @@ static void resume_case(const char *root, const char *data, const char *ref, con
     kiln_train_result res;
     kiln_err err = {0};
     stopper s = {.at_epoch = at_epoch, .at_batch = at_batch, .in_epoch = 2};
-    tiny_opts(&o, data, out, 3);
+    kt_train_tiny_opts(&o, data, out, 3);
     kt_expect_fail(run_train(&o, &s, &res, &err), &err, KILN_ECANCELED, "--resume");
     char *pkg = kt_path(out, "kiln-model.json");
     assert_false(kiln_is_file(pkg)); /* no package from a stopped run */
     stopper none = {0};
-    tiny_opts(&o, data, out, 3);
+    kt_train_tiny_opts(&o, data, out, 3);
     o.resume = 1;
     kt_expect_ok(run_train(&o, &none, &res, &err), &err, "resume");
     assert_int_equal(res.epochs_done, 3);
@@ -194,37 +164,24 @@ static void resume_case(const char *root, const char *data, const char *ref, con
 static void test_resume_bit_identical(void **state)
 {
     const char *root = *state;
-    char *data = make_dataset(root, 16, 6, 0);
+    char *data = kt_train_dataset(root, 16, 6, NULL);
     char *ref = kt_path(root, "ref");
     kiln_train_opts o;
     kiln_train_result res;
     kiln_err err = {0};
     stopper none = {0};
     double t0 = kt_now_s();
-    tiny_opts(&o, data, ref, 3);
+    kt_train_tiny_opts(&o, data, ref, 3);
     kt_expect_ok(run_train(&o, &none, &res, &err), &err, "reference run");
     printf("resume: one 3-epoch run in %.1f s\n", kt_now_s() - t0);
     resume_case(root, data, ref, "mid-epoch", 0, 1);
     resume_case(root, data, ref, "epoch-end", 1, 0);
     /* Nothing to resume from. */
     char *empty = kt_path(root, "empty");
-    tiny_opts(&o, data, empty, 3);
+    kt_train_tiny_opts(&o, data, empty, 3);
     o.resume = 1;
     kt_expect_fail(kiln_train(&o, &res, &err), &err, KILN_ENOTFOUND, "no checkpoint");
     free(empty), free(ref), free(data);
-}
-
-static kiln_mlflow_client *client_for(const kt_trackserver *s)
-{
-    kiln_mlflow_config cfg;
-    kiln_err err = {0};
-    kiln_mlflow_config_default(&cfg);
-    snprintf(cfg.tracking_uri, sizeof cfg.tracking_uri, "%s", s->uri);
-    cfg.max_retries = 0;
-    kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
-    if (!c)
-        fail_msg("client: %s", err.msg);
-    return c;
 }
 
 static char *read_run_id(const char *out)
@@ -300,13 +257,13 @@ static void test_mlflow_logging(void **state)
     if (kt_trackserver_start(srv) != 0)
         fail_msg("kiln-tracking did not start");
     char *root = kt_mkdtemp();
-    char *data = make_dataset(root, 16, 6, 1);
+    char *data = kt_train_dataset(root, 16, 6, colour_pixel);
     char *out = kt_path(root, "model");
-    kiln_mlflow_client *c = client_for(srv);
+    kiln_mlflow_client *c = kt_train_client(srv);
     kiln_train_opts o;
     kiln_train_result res;
     kiln_err err = {0};
-    tiny_opts(&o, data, out, 2);
+    kt_train_tiny_opts(&o, data, out, 2);
     o.mlflow = c;
     o.experiment = "kiln-test";
     o.device = "auto";
@@ -334,11 +291,11 @@ static void test_mlflow_failed_run(void **state)
     char *root = kt_mkdtemp();
     char *out = kt_path(root, "model");
     char *missing = kt_path(root, "no-such-data");
-    kiln_mlflow_client *c = client_for(srv);
+    kiln_mlflow_client *c = kt_train_client(srv);
     kiln_train_opts o;
     kiln_train_result res;
     kiln_err err = {0};
-    tiny_opts(&o, missing, out, 2);
+    kt_train_tiny_opts(&o, missing, out, 2);
     o.mlflow = c;
     int rc = kiln_train(&o, &res, &err);
     assert_int_not_equal(rc, KILN_OK);

@@ -13,35 +13,8 @@
 #include "support/dsbuild.h"
 #include "support/testutil.h"
 #include "support/trackserver.h"
+#include "support/trainfix.h"
 #include "train/train.h"
-
-static char *make_dataset(const char *root, uint32_t train)
-{
-    char *dir = kt_path(root, "data");
-    kiln_err err = {0};
-    kt_expect_ok(kiln_mkdir_p(dir, &err), &err, "mkdir");
-    kt_ds_opts o;
-    kt_ds_opts_default(&o);
-    o.image_size = 32;
-    o.per_split[KILN_SPLIT_TRAIN] = train;
-    o.per_split[KILN_SPLIT_VAL] = 6;
-    o.per_split[KILN_SPLIT_TEST] = 0;
-    kt_ds_build(dir, &o);
-    return dir;
-}
-
-static void tiny_opts(kiln_train_opts *o, const char *data, const char *out, int epochs)
-{
-    kiln_train_opts_default(o);
-    o->data_dir = data;
-    o->out_dir = out;
-    o->threads = 1;
-    o->cfg.data.workers = 1;
-    o->cfg.train.epochs = epochs;
-    o->cfg.train.batch_size = 8;
-    o->cfg.train.learning_rate = 0.01;
-    o->seed = 3;
-}
 
 static void test_not_a_dataset(void **state)
 {
@@ -50,7 +23,7 @@ static void test_not_a_dataset(void **state)
     kiln_train_opts o;
     kiln_err err = {0};
     kt_write_text(root, "photos/dry/a.jpg", "not really");
-    tiny_opts(&o, folder, out, 1);
+    kt_train_tiny_opts(&o, folder, out, 1);
     kt_expect_fail(kiln_train(&o, NULL, &err), &err, KILN_ENOTFOUND, "manifest.json");
     assert_non_null(strstr(err.msg, "photos"));
     /* A manifest that is not one. */
@@ -60,19 +33,6 @@ static void test_not_a_dataset(void **state)
     free(folder), free(out);
 }
 
-static kiln_mlflow_client *client_for(const kt_trackserver *s)
-{
-    kiln_mlflow_config cfg;
-    kiln_err err = {0};
-    kiln_mlflow_config_default(&cfg);
-    snprintf(cfg.tracking_uri, sizeof cfg.tracking_uri, "%s", s->uri);
-    cfg.max_retries = 0;
-    kiln_mlflow_client *c = kiln_mlflow_client_new(&cfg, NULL, &err);
-    if (!c)
-        fail_msg("client: %s", err.msg);
-    return c;
-}
-
 /* SGD at the highest rate the config allows sends the weights to infinity
  * within a few steps. */
 static void test_diverging_run_fails(void **state)
@@ -80,12 +40,13 @@ static void test_diverging_run_fails(void **state)
     kt_trackserver *srv = *state;
     if (kt_trackserver_start(srv) != 0)
         fail_msg("kiln-tracking did not start");
-    char *root = kt_mkdtemp(), *data = make_dataset(root, 48), *out = kt_path(root, "m");
-    kiln_mlflow_client *c = client_for(srv);
+    char *root = kt_mkdtemp(), *data = kt_train_dataset(root, 48, 6, NULL);
+    char *out = kt_path(root, "m");
+    kiln_mlflow_client *c = kt_train_client(srv);
     kiln_train_opts o;
     kiln_train_result res;
     kiln_err err = {0};
-    tiny_opts(&o, data, out, 3);
+    kt_train_tiny_opts(&o, data, out, 3);
     strcpy(o.cfg.train.optimizer, "sgd");
     o.cfg.train.learning_rate = 10;
     o.cfg.train.label_smoothing = 0;
@@ -126,12 +87,12 @@ static char *checkpoint_file(const char *out, const char *prefix)
 static void test_corrupt_checkpoint(void **state)
 {
     const char *root = *state;
-    char *data = make_dataset(root, 16), *out = kt_path(root, "m");
+    char *data = kt_train_dataset(root, 16, 6, NULL), *out = kt_path(root, "m");
     kiln_train_opts o;
     kiln_err err = {0};
-    tiny_opts(&o, data, out, 1);
+    kt_train_tiny_opts(&o, data, out, 1);
     kt_expect_ok(kiln_train(&o, NULL, &err), &err, "one epoch");
-    tiny_opts(&o, data, out, 2);
+    kt_train_tiny_opts(&o, data, out, 2);
     o.resume = 1;
 
     char *weights = checkpoint_file(out, "weights-");
@@ -150,7 +111,7 @@ static void test_corrupt_checkpoint(void **state)
 static void test_init_weights_mismatch(void **state)
 {
     const char *root = *state;
-    char *data = make_dataset(root, 16), *out = kt_path(root, "m");
+    char *data = kt_train_dataset(root, 16, 6, NULL), *out = kt_path(root, "m");
     char *b1 = kt_path(root, "b1.safetensors"), *junk = kt_path(root, "junk.safetensors");
     kiln_err err = {0};
     kiln_nn_backend *be = kiln_nn_cpu_create(1, &err);
@@ -162,7 +123,7 @@ static void test_init_weights_mismatch(void **state)
     kt_write_file(junk, "\x08\0\0\0\0\0\0\0{}", 10);
 
     kiln_train_opts o;
-    tiny_opts(&o, data, out, 1);
+    kt_train_tiny_opts(&o, data, out, 1);
     o.init_weights = b1; /* the run trains b0 */
     assert_int_not_equal(kiln_train(&o, NULL, &err), KILN_OK);
     assert_non_null(strstr(err.msg, "--init-weights"));
