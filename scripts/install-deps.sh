@@ -11,6 +11,7 @@ packages=(
   python3 python3-pil python3-botocore openssl dataset-fashion-mnist
   python3-torch python3-torchvision chromium
   python3-fastapi python3-uvicorn python3-multipart wrk
+  golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev yamllint shellcheck
 )
 # Node.js runs the S3 server the tests talk to (s3rver, from npm).
 command -v npm >/dev/null || packages+=(nodejs npm)
@@ -36,9 +37,14 @@ fi
 tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
 # The MLflow client no one here wrote (npm `mlflow`) drives kiln-tracking in
 # the compatibility test.
-if [ ! -x "$tools/node_modules/.bin/s3rver" ] || [ ! -d "$tools/node_modules/mlflow" ]; then
-  echo "install-deps: installing s3rver 3.7.1 and mlflow 2.0.7 into .tools/ (npm)"
+# kubernetes-models, @kubernetes-models/{istio,prometheus-operator} and ajv: the static
+# Kubernetes checks (scripts/check-k8s.sh).
+if [ ! -x "$tools/node_modules/.bin/s3rver" ] || [ ! -d "$tools/node_modules/mlflow" ] \
+   || [ ! -d "$tools/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  echo "install-deps: installing s3rver, mlflow and the Kubernetes schema packages into .tools/ (npm)"
   mkdir -p "$tools"
-  npm install --silent --no-audit --no-fund --prefix "$tools" s3rver@3.7.1 mlflow@2.0.7 >/dev/null
+  npm install --silent --no-audit --no-fund --prefix "$tools" s3rver@3.7.1 mlflow@2.0.7 \
+    kubernetes-models@5.1.0 @kubernetes-models/istio@3.0.1 @kubernetes-models/prometheus-operator@6.0.0 \
+    ajv@8.20.0 >/dev/null
 fi
 echo "install-deps: done"

@@ -96,7 +96,7 @@ async function main(argv) {
       bad += report(`platform invariants: ${args[0]}`, platformInvariants(docs(args[0]), {
         pipelineSecrets, pipelineImages: images, version: opt(args, "--version"),
         // Services KFP's upstream manifests create (not copied here).
-        externalHosts: ["ml-pipeline-ui.kubeflow", "minio-service.kubeflow"],
+        externalHosts: { "ml-pipeline-ui.kubeflow": [80], "minio-service.kubeflow": [9000] },
       }));
       break;
     }

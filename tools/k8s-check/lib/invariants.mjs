@@ -208,7 +208,7 @@ export function upgradeInvariants(before, after, newTag) {
 
 // The platform: the gateway and its routes, the Secrets the pipeline and the chart read,
 // the CronJob alternative to KFP.
-export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages = [], version, externalHosts = [] }) {
+export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages = [], version, externalHosts = {} }) {
   const failures = [];
   const fail = (m) => failures.push(m);
   const gw = ofKind(objs, "Gateway").find((g) => g.metadata.name === "mlops-gateway");
@@ -216,8 +216,12 @@ export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages 
   else if (!(gw.spec?.servers || []).some((s) => s.port?.number === 80 && (s.hosts || []).includes("*")))
     fail("Gateway mlops-gateway: no server on port 80 for hosts *");
   const gwRef = gw ? `${gw.metadata.namespace}/${gw.metadata.name}` : "";
-  const services = ofKind(objs, "Service").map((s) => `${s.metadata.name}.${s.metadata.namespace}`);
-  const known = new Set([...services, ...externalHosts]);
+  // host -> ports, of the platform's Services and of KFP's (externalHosts).
+  const known = new Map(Object.entries(externalHosts));
+  for (const s of ofKind(objs, "Service")) {
+    const k = `${s.metadata.name}.${s.metadata.namespace}`;
+    known.set(k, [...(known.get(k) || []), ...(s.spec?.ports || []).map((p) => p.port)]);
+  }
   const prefixes = new Set();
   for (const vs of ofKind(objs, "VirtualService")) {
     if (!(vs.spec?.gateways || []).includes(gwRef)) fail(`${id(vs)}: not bound to ${gwRef}`);
@@ -227,6 +231,8 @@ export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages 
         const h = dst.destination?.host || "";
         const short = h.replace(/\.svc(\.cluster\.local)?$/, "");
         if (!known.has(short)) fail(`${id(vs)}: destination ${h} is not a Service of the platform or of KFP`);
+        else if (!known.get(short).includes(dst.destination?.port?.number))
+          fail(`${id(vs)}: destination port ${dst.destination?.port?.number} is not a port of ${short} (${known.get(short)})`);
       }
     }
   }
