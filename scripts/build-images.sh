@@ -6,9 +6,10 @@
 # Images (containers/Dockerfile.cpu, or containers/Dockerfile.cuda with --cuda):
 #   kiln:<tag>          the pipeline's steps (kiln-component), the kiln CLI, kiln-tracking
 #   kiln-serving:<tag>  kiln-serve only
-# <tag> defaults to <version>-<git sha> (version from CMakeLists.txt, "-dirty" when the tree has
-# uncommitted changes; "-cuda" is appended with --cuda). The components image is also tagged
-# kiln:<version>[-cuda], the image pipelines/kiln-train.yaml names by default.
+# <tag> defaults to <version>-<git sha> (version from CMakeLists.txt; "-dirty.<UTC time>" when
+# the tree has uncommitted changes; "-cuda" is appended with --cuda). The components image is also tagged
+# kiln:<version>[-cuda], the image pipelines/kiln-train.yaml names by default, and the serving
+# image kiln-serving:<version>[-cuda], the chart's default tag.
 #
 # --minikube builds into minikube's Docker daemon (eval "$(minikube docker-env)", as seed 004's
 # setup does), so pods use the images without a registry. --push REGISTRY tags them
@@ -41,7 +42,8 @@ version="$(sed -n 's/^project(kiln VERSION \([0-9][0-9.]*\).*/\1/p' "$root/CMake
 revision="$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 dirty=""
 if [ "$revision" != unknown ] && ! git -C "$root" diff --quiet HEAD -- 2>/dev/null; then
-  dirty="-dirty"
+  # A dirty tree gets a time stamp too: the same tag never names two different builds.
+  dirty="-dirty.$(date -u +%Y%m%d%H%M%S)"
 fi
 flavour=""
 [ "$cuda" -eq 1 ] && flavour="-cuda"
@@ -79,13 +81,16 @@ build() { # target image
 
 build components kiln
 build serving kiln-serving
-# The name the compiled pipeline uses by default (KILN_KFP_DEFAULT_IMAGE, kiln:<version>).
+# The names the compiled pipeline (KILN_KFP_DEFAULT_IMAGE, kiln:<version>) and the chart
+# (image.tag defaults to its appVersion) use when no tag is given.
 run docker tag "${prefix}kiln:$tag" "${prefix}kiln:${version}${flavour}"
+run docker tag "${prefix}kiln-serving:$tag" "${prefix}kiln-serving:${version}${flavour}"
 
 if [ -n "$push" ]; then
   run docker push "${prefix}kiln:$tag"
   run docker push "${prefix}kiln-serving:$tag"
   run docker push "${prefix}kiln:${version}${flavour}"
+  run docker push "${prefix}kiln-serving:${version}${flavour}"
 fi
 
 echo "build-images: built ${prefix}kiln:$tag and ${prefix}kiln-serving:$tag"
