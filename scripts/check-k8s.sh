@@ -86,6 +86,7 @@ configs=(
   "default||--path-prefix /dry-wet-model"
   "gpu-hpa|-f $chart/values-gpu-hpa.yaml --namespace kiln --api-versions monitoring.coreos.com/v1|--gpu --hpa --service-monitor --namespace kiln --path-prefix /dry-wet-model"
   "upgrade|--set image.tag=v1.0.1|--path-prefix /dry-wet-model"
+  "config-change|--set mlflow.trackingUri=http://mlflow-server.kubeflow.svc:5000/x|--path-prefix /dry-wet-model"
   "other-release|--name dry-wet-model --namespace models --set istio.pathPrefix=/roads/v2/,model.alias=champion,serve.device=cpu|--namespace models --path-prefix /roads/v2"
 )
 rendered=()
@@ -107,6 +108,7 @@ for c in "${configs[@]}"; do
   done
 done
 must "${check[@]}" upgrade "$build/default.json" "$build/upgrade.json" v1.0.1
+must "${check[@]}" config-roll "$build/default.json" "$build/config-change.json"
 must "${check[@]}" objects "$build"/{default,gpu-hpa,upgrade,other-release}.json
 
 step "platform manifests"
@@ -137,6 +139,10 @@ must_fail "render: a path prefix without /" "must start with /" \
   "$render" render "$chart" --set istio.pathPrefix=dry-wet-model
 must_fail "render: a ServiceMonitor without the Prometheus Operator" "Prometheus Operator" \
   "$render" render "$chart" --set serviceMonitor.enabled=true
+node -e 'const [a, b] = process.argv.slice(1).map((f) => JSON.parse(require("fs").readFileSync(f)));
+  const dep = (x) => x.find((e) => e.doc.kind === "Deployment").doc.spec.template.metadata.annotations;
+  dep(b)["checksum/config"] = dep(a)["checksum/config"]; console.log(JSON.stringify(b));' \
+  "$build/default.json" "$build/config-change.json" >"$build/bad-config-roll.json" || bad "bad-config-roll.json"
 "$render" tojson "$t/bad-objects.yaml" >"$build/bad-objects.json" || bad "tojson bad-objects.yaml"
 must_fail "schema: an unknown field" "livenesProbe: unknown field" "${check[@]}" objects "$build/bad-objects.json"
 must_fail "schema: a string port" "port must be integer" "${check[@]}" objects "$build/bad-objects.json"
@@ -152,6 +158,8 @@ for p in "no Gateway mlops-gateway" "destination port 5050 is not a port of mlfl
   must_fail "platform: $p" "$p" "${check[@]}" platform "$build/bad-platform.json" \
     --pipeline "$build/pipeline.json" --version "$version"
 done
+must_fail "config roll: a ConfigMap change without a new checksum" "checksum/config did not" \
+  "${check[@]}" config-roll "$build/default.json" "$build/bad-config-roll.json"
 must_fail "upgrade: an unchanged image" "nothing would roll" \
   "${check[@]}" upgrade "$build/default.json" "$build/default.json" 0.1.0
 

@@ -6,13 +6,14 @@
 //   node check.mjs chart   DOCS.json [--gpu] [--hpa] [--service-monitor] [--namespace NS]
 //                          [--path-prefix P] [--gateway NAME]
 //   node check.mjs upgrade BEFORE.json AFTER.json NEW_TAG
+//   node check.mjs config-roll BEFORE.json AFTER.json
 //   node check.mjs platform DOCS.json --pipeline PIPELINE.json --version X [--chart-values V.json]
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { validateObject } from "./lib/models.mjs";
-import { chartInvariants, platformInvariants, upgradeInvariants } from "./lib/invariants.mjs";
+import { chartInvariants, configRollInvariants, platformInvariants, upgradeInvariants } from "./lib/invariants.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const nodeModules = process.env.KILN_K8S_NODE_MODULES ||
@@ -68,6 +69,9 @@ async function main(argv) {
     case "upgrade":
       bad += report(`upgrade to image.tag=${args[2]}`, upgradeInvariants(docs(args[0]), docs(args[1]), args[2]));
       break;
+    case "config-roll":
+      bad += report("a ConfigMap change rolls the pods", configRollInvariants(docs(args[0]), docs(args[1])));
+      break;
     case "platform": {
       const pipeline = docs(opt(args, "--pipeline"));
       const spec = pipeline.find((d) => d.deploymentSpec) || {};
@@ -93,8 +97,16 @@ async function main(argv) {
           pipelineSecrets.push({ namespace: opt(args, "--serving-namespace") || "kiln",
             name: cv.credentials.mlflowSecret, keys: [] });
       }
+      // The pipeline's parameter defaults and the chart's URLs must reach the platform.
+      const params = spec.root?.inputDefinitions?.parameters || {};
+      const endpoints = [
+        { what: "pipeline minio_endpoint", url: params.minio_endpoint?.defaultValue },
+        { what: "pipeline mlflow_tracking_uri", url: params.mlflow_tracking_uri?.defaultValue },
+      ];
+      if (cv) endpoints.push({ what: "chart mlflow.trackingUri", url: cv.mlflow.trackingUri },
+        { what: "chart mlflow.s3EndpointUrl", url: cv.mlflow.s3EndpointUrl });
       bad += report(`platform invariants: ${args[0]}`, platformInvariants(docs(args[0]), {
-        pipelineSecrets, pipelineImages: images, version: opt(args, "--version"),
+        pipelineSecrets, pipelineImages: images, version: opt(args, "--version"), endpoints,
         // Services KFP's upstream manifests create (not copied here).
         externalHosts: { "ml-pipeline-ui.kubeflow": [80], "minio-service.kubeflow": [9000] },
       }));

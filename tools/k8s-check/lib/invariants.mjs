@@ -33,6 +33,27 @@ function checkPodSecurity(fail, where, pod, c) {
   if (sc.privileged) fail(`${where}: privileged`);
   if (!(sc.capabilities?.drop || []).includes("ALL")) fail(`${where}: capabilities.drop lacks ALL`);
   if (sc.capabilities?.add?.length) fail(`${where}: adds capabilities ${sc.capabilities.add}`);
+  // Pod Security Standards "restricted" also wants a seccomp profile.
+  const seccomp = (sc.seccompProfile ?? psc.seccompProfile)?.type;
+  if (!["RuntimeDefault", "Localhost"].includes(seccomp)) fail(`${where}: no RuntimeDefault seccomp profile`);
+}
+
+// Every container of every pod-bearing object, with its pod spec.
+function containersOf(o) {
+  const pod = o.kind === "CronJob" ? o.spec?.jobTemplate?.spec?.template?.spec
+    : ["Deployment", "StatefulSet", "DaemonSet", "Job"].includes(o.kind) ? o.spec?.template?.spec
+      : o.kind === "Pod" ? o.spec : null;
+  return pod ? [...(pod.initContainers || []), ...(pod.containers || [])].map((c) => ({ pod, c })) : [];
+}
+
+// Images are pinned: a tag or digest, never latest.
+function checkImagesPinned(fail, objs) {
+  for (const o of objs)
+    for (const { c } of containersOf(o)) {
+      const img = c.image || "";
+      const tag = img.includes("@") ? "digest" : img.slice(img.lastIndexOf("/") + 1).split(":")[1];
+      if (!tag || tag === "latest") fail(`${id(o)} container ${c.name}: image ${img} is not pinned to a version`);
+    }
 }
 
 function checkMounts(fail, where, pod, c, mustBeEmptyDir) {
@@ -184,6 +205,7 @@ export function chartInvariants(objs, opts = {}) {
     if (!matches(sm.spec?.selector?.matchLabels, svc?.metadata?.labels)) fail(`${id(sm)}: selector misses the Service`);
   }
   if (opts.serviceMonitor && !ofKind(objs, "ServiceMonitor").length) fail("no ServiceMonitor");
+  checkImagesPinned(fail, objs);
   return failures;
 }
 
@@ -206,9 +228,20 @@ export function upgradeInvariants(before, after, newTag) {
   return failures;
 }
 
+// A ConfigMap change (no image change) must still roll the pods: the checksum annotation
+// on the pod template changes with the ConfigMap's data.
+export function configRollInvariants(before, after) {
+  const sum = (objs) => ofKind(objs, "Deployment")[0]?.spec?.template?.metadata?.annotations?.["checksum/config"];
+  const data = (objs) => JSON.stringify(ofKind(objs, "ConfigMap")[0]?.data);
+  if (data(before) === data(after)) return ["the ConfigMap did not change: nothing to compare"];
+  if (!sum(before) || sum(before) === sum(after)) return ["the ConfigMap changed but the pod template's checksum/config did not: pods would keep the old settings"];
+  return [];
+}
+
 // The platform: the gateway and its routes, the Secrets the pipeline and the chart read,
 // the CronJob alternative to KFP.
-export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages = [], version, externalHosts = {} }) {
+export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages = [], version, externalHosts = {},
+  endpoints = [] }) {
   const failures = [];
   const fail = (m) => failures.push(m);
   const gw = ofKind(objs, "Gateway").find((g) => g.metadata.name === "mlops-gateway");
@@ -245,6 +278,19 @@ export function platformInvariants(objs, { pipelineSecrets = [], pipelineImages 
     const have = new Set(Object.keys({ ...(s.data || {}), ...(s.stringData || {}) }));
     for (const k of keys) if (!have.has(k)) fail(`Secret ${namespace}/${name}: no key ${k}`);
   }
+  // URLs the pipeline's defaults and the chart's values point at: platform (or KFP) Services.
+  for (const { what, url } of endpoints) {
+    const m = /^(?:https?:\/\/)?([^/:]+)(?::(\d+))?/.exec(url || "");
+    const host = (m?.[1] || "").replace(/\.svc(\.cluster\.local)?$/, "");
+    const port = Number(m?.[2] || (url?.startsWith("https") ? 443 : 80));
+    if (!known.has(host)) fail(`${what} ${url}: ${host} is not a Service of the platform or of KFP`);
+    else if (!known.get(host).includes(port)) fail(`${what} ${url}: port ${port} is not a port of ${host} (${known.get(host)})`);
+  }
+  checkImagesPinned(fail, objs);
+  for (const o of objs)
+    for (const { c } of containersOf(o))
+      if (/^kiln:/.test(c.image || "") && c.image !== `kiln:${version}`)
+        fail(`${id(o)} container ${c.name}: image ${c.image}, not kiln:${version} (setup.sh --kiln-image substitutes it)`);
   for (const img of pipelineImages)
     if (img !== `kiln:${version}`) fail(`pipelines/kiln-train.yaml runs ${img}, not kiln:${version} (what scripts/build-images.sh tags)`);
 
