@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build kiln's container images and tag them with an immutable version.
 #
-#   scripts/build-images.sh [--cuda] [--minikube] [--push REGISTRY] [--tag TAG] [--dry-run]
+#   scripts/build-images.sh [--cuda] [--minikube] [--push REGISTRY] [--tag TAG]
+#                           [--deploy [--namespace NS] [--release NAME]] [--dry-run]
 #
 # Images (containers/Dockerfile.cpu, or containers/Dockerfile.cuda with --cuda):
 #   kiln:<tag>          the pipeline's steps (kiln-component), the kiln CLI, kiln-tracking
@@ -13,15 +14,17 @@
 #
 # --minikube builds into minikube's Docker daemon (eval "$(minikube docker-env)", as seed 004's
 # setup does), so pods use the images without a registry. --push REGISTRY tags them
-# REGISTRY/kiln:<tag> and pushes. Afterwards:
-#   helm upgrade --install kiln-serving charts/kiln-serving --set image.tag=<tag> ...
+# REGISTRY/kiln:<tag> and pushes. --deploy then rolls kiln-serving to the new image (seed 004's
+# update_serving_component.sh): helm upgrade --install --reuse-values --set image.tag=<tag>
+# --wait, release kiln-serving in namespace kiln unless --release / --namespace say otherwise.
+# The pipeline takes the new components image with
 #   kiln pipeline submit --training-image kiln:<tag> ...
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cuda=0 minikube=0 push="" tag="" dry_run=0
+cuda=0 minikube=0 push="" tag="" dry_run=0 deploy=0 namespace=kiln release=kiln-serving
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "build-images: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -31,6 +34,9 @@ while [ $# -gt 0 ]; do
     --push) [ $# -ge 2 ] || die "--push needs a registry"; push="$2"; shift ;;
     --tag) [ $# -ge 2 ] || die "--tag needs a value"; tag="$2"; shift ;;
     --dry-run) dry_run=1 ;;
+    --deploy) deploy=1 ;;
+    --namespace) [ $# -ge 2 ] || die "--namespace needs a value"; namespace="$2"; shift ;;
+    --release) [ $# -ge 2 ] || die "--release needs a value"; release="$2"; shift ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -70,6 +76,9 @@ if [ "$minikube" -eq 1 ] && [ "$dry_run" -eq 0 ]; then
   eval "$(minikube docker-env --shell bash)"
 fi
 [ "$dry_run" -eq 1 ] || command -v docker >/dev/null || die "docker is not on PATH"
+if [ "$deploy" -eq 1 ] && [ "$dry_run" -eq 0 ]; then
+  command -v helm >/dev/null || die "--deploy: helm is not on PATH"
+fi
 
 created="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 build() { # target image
@@ -93,6 +102,13 @@ if [ -n "$push" ]; then
   run docker push "${prefix}kiln-serving:${version}${flavour}"
 fi
 
+if [ "$deploy" -eq 1 ]; then
+  # maxSurge 1 / maxUnavailable 0: one new pod at a time, each old one drains (chart README).
+  run helm upgrade --install "$release" "$root/charts/kiln-serving" --namespace "$namespace" \
+    --reuse-values --set "image.repository=${prefix}kiln-serving" --set "image.tag=$tag" \
+    --wait --timeout 10m
+fi
+
 echo "build-images: built ${prefix}kiln:$tag and ${prefix}kiln-serving:$tag"
-echo "  roll out:  helm upgrade --install kiln-serving $root/charts/kiln-serving --reuse-values --set image.repository=${prefix}kiln-serving --set image.tag=$tag"
+echo "  roll out:  helm upgrade --install $release $root/charts/kiln-serving -n $namespace --reuse-values --set image.repository=${prefix}kiln-serving --set image.tag=$tag"
 echo "  pipeline:  kiln pipeline submit --training-image ${prefix}kiln:$tag ..."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of everything kiln runs on Kubernetes (no cluster, Docker engine or helm
 # binary needed; what they do not prove: charts/kiln-serving/README.md):
-#   - the Dockerfiles (stages, runtime-only packages, non-root USER, ENTRYPOINTs, labels)
+#   - the Dockerfiles (stages, runtime-only packages, non-root USER, ENTRYPOINTs, labels; with
+#     KILN_K8S_BINARIES=BUILD_DIR, the libraries the binaries link against the image's packages)
 #   - bash -n and shellcheck of the image/platform scripts, and their --dry-run
 #   - the kiln-serving chart rendered by tools/k8s-check/render (Go text/template + sprig +
 #     helm's include/tpl/toYaml/required, as helm renders) for: the default values,
@@ -63,8 +64,12 @@ fi
 [ -z "$(gofmt -l tools/k8s-check/render)" ] || bad "gofmt: $(gofmt -l tools/k8s-check/render)"
 
 step "Dockerfiles"
+# KILN_K8S_BINARIES=<a plain (unsanitized) build dir>: also check that every library the
+# binaries link is installed in the CPU image (.ci/run passes build-ci-nocuda).
+binaries=()
+[ -z "${KILN_K8S_BINARIES:-}" ] || binaries=(--binaries "$KILN_K8S_BINARIES")
 must node tools/k8s-check/dockerfile.mjs containers/Dockerfile.cpu --install-deps scripts/install-deps.sh \
-  --dockerignore .dockerignore
+  --dockerignore .dockerignore "${binaries[@]}"
 must node tools/k8s-check/dockerfile.mjs containers/Dockerfile.cuda --dockerignore .dockerignore
 
 step "shell scripts"
@@ -74,7 +79,7 @@ if command -v shellcheck >/dev/null; then must shellcheck "${scripts[@]}"
 else echo "skip shellcheck (not installed)"; fi
 must_out() { "$@" >"$build/dry-run.log" 2>&1 || { bad "$*"; cat "$build/dry-run.log"; }; }
 must_out scripts/build-images.sh --dry-run --tag 0.1.0-test
-must_out scripts/build-images.sh --dry-run --cuda --push registry.local:5000
+must_out scripts/build-images.sh --dry-run --cuda --push registry.local:5000 --deploy --namespace models
 must_out platform/setup.sh --dry-run
 must_out platform/setup.sh --dry-run --no-kfp --tracking kiln
 must_fail "build-images.sh refuses the tag latest" "mutable tag" scripts/build-images.sh --dry-run --tag latest

@@ -1,9 +1,11 @@
 // Static checks of containers/Dockerfile.* (no Docker engine here):
 //   node dockerfile.mjs DOCKERFILE [--install-deps scripts/install-deps.sh] [--dockerignore F]
+//                      [--binaries BUILD_DIR]
 // Stages build, runtime, components, serving; no compilers or -dev packages at run time and a
 // runtime library for every -dev package built against; a numeric non-root USER; exec-form
 // ENTRYPOINTs of the kiln binaries; the OCI version label; COPY sources not dockerignored.
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
 
 const [file, ...args] = process.argv.slice(2);
@@ -93,6 +95,37 @@ for (const s of stages)
   }
 for (const need of ["CMakeLists.txt", "lib", "cli", "serving", "components", "tracking", "bench"])
   if (ignored(need)) fail(`.dockerignore excludes ${need}, which the build needs`);
+
+// With a build of this machine (Debian 12, like the CPU image): every shared library the
+// binaries link directly belongs to a package the runtime stage installs (or to the base).
+if (opt("--binaries")) {
+  const dir = opt("--binaries");
+  const base = new Set(["libc6", "libgcc-s1", "libstdc++6", "zlib1g"]);
+  const bins = ["cli/kiln", "components/kiln-component", "serving/kiln-serve", "tracking/kiln-tracking"];
+  const sh = (cmd, a) => execFileSync(cmd, a, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  let checked = 0;
+  for (const b of bins.map((x) => path.join(dir, x))) {
+    if (!existsSync(b)) { fail(`--binaries: ${b} does not exist`); continue; }
+    const paths = new Map([...sh("ldd", [b]).matchAll(/^\s*(\S+) => (\/\S+)/gm)].map((m) => [m[1], m[2]]));
+    const needed = [...sh("readelf", ["-d", b]).matchAll(/\(NEEDED\)\s+Shared library: \[(.+)\]/g)].map((m) => m[1]);
+    for (const so of needed) {
+      if (/^(libasan|libubsan)/.test(so)) { fail(`${b} is a sanitizer build: use a plain one`); continue; }
+      const where = paths.get(so);
+      if (!where) { fail(`${b}: ${so} not found by ldd`); continue; }
+      // usrmerge: dpkg may know the file as /lib/... or /usr/lib/..., by real path or link.
+      const real = realpathSync(where);
+      let pkg = "";
+      for (const cand of [real, real.replace(/^\/usr/, ""), where, where.replace(/^\/usr/, "")]) {
+        try { pkg = sh("dpkg", ["-S", cand]).split(":")[0]; break; } catch { /* next */ }
+      }
+      if (!pkg) { fail(`${b}: no Debian package owns ${where}`); continue; }
+      checked++;
+      if (!base.has(pkg) && !runPkgs.includes(pkg))
+        fail(`${path.basename(b)} links ${so} (package ${pkg}), which the runtime stage does not install`);
+    }
+  }
+  if (checked) console.log(`ok   ${path.basename(file)}: ${checked} direct library links of ${dir}'s binaries are installed at run time`);
+}
 
 for (const f of failures) console.log(`FAIL ${path.basename(file)}: ${f}`);
 if (!failures.length) console.log(`ok   ${path.basename(file)}: ${stages.length} stages, runtime ${runPkgs.length} packages, USER ${user}`);
