@@ -73,7 +73,7 @@ must node tools/k8s-check/dockerfile.mjs containers/Dockerfile.cpu --install-dep
 must node tools/k8s-check/dockerfile.mjs containers/Dockerfile.cuda --dockerignore .dockerignore
 
 step "shell scripts"
-scripts=(scripts/build-images.sh platform/setup.sh scripts/check-k8s.sh)
+scripts=(scripts/build-images.sh platform/setup.sh scripts/check-k8s.sh containers/check-rootfs.sh)
 for s in "${scripts[@]}"; do must bash -n "$s"; done
 if command -v shellcheck >/dev/null; then must shellcheck "${scripts[@]}"
 else echo "skip shellcheck (not installed)"; fi

@@ -12,6 +12,7 @@ packages=(
   python3-torch python3-torchvision chromium
   python3-fastapi python3-uvicorn python3-multipart wrk
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev yamllint shellcheck
+  mmdebstrap curl unzip
 )
 # Node.js runs the S3 server the tests talk to (s3rver, from npm).
 command -v npm >/dev/null || packages+=(nodejs npm)

@@ -1,6 +1,6 @@
 // Static checks of containers/Dockerfile.* (no Docker engine here):
 //   node dockerfile.mjs DOCKERFILE [--install-deps scripts/install-deps.sh] [--dockerignore F]
-//                      [--binaries BUILD_DIR]
+//                      [--binaries BUILD_DIR] | --print-runtime-packages
 // Stages build, runtime, components, serving; no compilers or -dev packages at run time and a
 // runtime library for every -dev package built against; a numeric non-root USER; exec-form
 // ENTRYPOINTs of the kiln binaries; the OCI version label; COPY sources not dockerignored.
@@ -44,6 +44,10 @@ const aptPackages = (s) => (s?.instrs || []).filter((i) => i.op === "RUN")
   .flatMap((m) => m[1].split(/\s+/)).filter((w) => w && !w.startsWith("-"));
 const buildPkgs = aptPackages(stage("build"));
 const runPkgs = aptPackages(stage("runtime"));
+if (args.includes("--print-runtime-packages")) {
+  console.log(runPkgs.join(","));
+  process.exit(runPkgs.length ? 0 : 1);
+}
 for (const p of runPkgs)
   if (/-dev$/.test(p) || ["build-essential", "cmake", "ninja-build", "gcc", "pkg-config"].includes(p))
     fail(`runtime stage installs the build tool/header package ${p}`);
