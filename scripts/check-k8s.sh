@@ -62,6 +62,11 @@ if ! GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$build/gocache" GOFLAGS="
   echo "check-k8s: cannot build the renderer" >&2; exit 1
 fi
 [ -z "$(gofmt -l tools/k8s-check/render)" ] || bad "gofmt: $(gofmt -l tools/k8s-check/render)"
+# The renderer's own tests (helm's value merging, --set, include/tpl/toYaml/required, partials).
+must env GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$build/gocache" GOFLAGS="" \
+  go vet ./tools/k8s-check/render
+must env GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$build/gocache" GOFLAGS="" \
+  go test ./tools/k8s-check/render
 
 step "Dockerfiles"
 # KILN_K8S_BINARIES=<a plain (unsanitized) build dir>: also check that every library the
