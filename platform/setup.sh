@@ -126,7 +126,7 @@ else
 fi
 run kubectl -n kubeflow wait --for=condition=Available --timeout="${timeout}s" deployment/mlflow-server
 
-step "Gateway mlops-gateway and the /minio, /mlflow, /pipeline routes"
+step "Gateway mlops-gateway and the /minio, /pipeline routes (/mlflow came with the tracking server)"
 run kubectl apply -f "$manifests/gateway.yaml"
 
 if [ "$cronjob" -eq 1 ]; then
