@@ -16,7 +16,8 @@
 #
 # Usage: bench/fashion_cpu.sh        Env: EPOCHS=4 SIZE=32 THREADS=2
 #        PER_CLASS=6000 VAL_PER_CLASS=1000 (smaller for a rough run),
-#        SKIP_TORCH=1, SKIP_BUILD=1.
+#        SEED=42 (kiln's --seed; torch gets SEED too), SKIP_TORCH=1, SKIP_KILN=1,
+#        SKIP_BUILD=1.
 # Results: a table on stdout, appended to bench/out/fashion-cpu-results.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,7 @@ SIZE=${SIZE:-32}
 THREADS=${THREADS:-2}
 PER_CLASS=${PER_CLASS:-6000}
 VAL_PER_CLASS=${VAL_PER_CLASS:-1000}
+SEED=${SEED:-42}
 RESULTS=$OUT/fashion-cpu-results.txt
 WORK=$OUT/fashion-full
 KILN=$BUILD/cli/kiln
@@ -46,21 +48,24 @@ fi
 zip=$WORK/fashion-${PER_CLASS}-${VAL_PER_CLASS}.zip
 [[ -f $zip ]] || scripts/make-fashion-zip --out "$zip" --per-class "$PER_CLASS" \
     --val-per-class "$VAL_PER_CLASS" --png-fraction 1 >/dev/null
-rm -rf "$WORK/ds" "$WORK/model"
-"$KILN" prepare --zip "$zip" --out "$WORK/ds" --size "$SIZE" --normalization dataset \
+rm -rf "$WORK/ds" "$WORK/model" "$WORK/kiln.log" "$WORK/torch.log"
+[[ ${SKIP_KILN:-0} == 1 ]] || "$KILN" prepare --zip "$zip" --out "$WORK/ds" --size "$SIZE" --normalization dataset \
     --workers "$THREADS" >/dev/null
 
 # kiln: one log line per epoch (not a terminal); seconds since the start.
-echo "kiln: B0 ${SIZE}x${SIZE}, $EPOCHS epochs, $PER_CLASS/class train, $VAL_PER_CLASS/class test"
-start=$(date +%s.%N)
-"$KILN" train --data "$WORK/ds" --out "$WORK/model" --config bench/configs/fashion-full.yaml \
-    --epochs "$EPOCHS" --threads "$THREADS" --warmup-epochs 0 --device cpu 2>&1 |
-    while IFS= read -r line; do
-        if [[ $line == *"epoch "*"val loss"* ]]; then
-            printf '%s t %.1f\n' "$line" "$(echo "$(date +%s.%N) - $start" | bc)"
-        fi
-    done | tee "$WORK/kiln.log"
-kiln_wall=$(echo "$(date +%s.%N) - $start" | bc)
+kiln_wall=""
+if [[ ${SKIP_KILN:-0} != 1 ]]; then
+    echo "kiln: B0 ${SIZE}x${SIZE}, $EPOCHS epochs, $PER_CLASS/class train, $VAL_PER_CLASS/class test, seed $SEED"
+    start=$(date +%s.%N)
+    "$KILN" train --data "$WORK/ds" --out "$WORK/model" --config bench/configs/fashion-full.yaml \
+        --epochs "$EPOCHS" --threads "$THREADS" --warmup-epochs 0 --device cpu --seed "$SEED" 2>&1 |
+        while IFS= read -r line; do
+            if [[ $line == *"epoch "*"val loss"* ]]; then
+                printf '%s t %.1f\n' "$line" "$(echo "$(date +%s.%N) - $start" | bc)"
+            fi
+        done | tee "$WORK/kiln.log"
+    kiln_wall=$(echo "$(date +%s.%N) - $start" | bc)
+fi
 
 torch_wall=""
 if [[ ${SKIP_TORCH:-0} != 1 ]]; then
@@ -69,18 +74,19 @@ if [[ ${SKIP_TORCH:-0} != 1 ]]; then
     limit=()
     ((PER_CLASS < 6000)) && limit+=(--per-class "$PER_CLASS")
     ((VAL_PER_CLASS < 1000)) && limit+=(--test-per-class "$VAL_PER_CLASS")
-    $PY bench/torch_fashion_cpu.py --epochs "$EPOCHS" --size "$SIZE" --threads "$THREADS" "${limit[@]}" |
+    $PY bench/torch_fashion_cpu.py --epochs "$EPOCHS" --size "$SIZE" --threads "$THREADS" \
+        --seed "$SEED" "${limit[@]}" |
         tee "$WORK/torch.log"
     torch_wall=$(echo "$(date +%s.%N) - $start" | bc)
 fi
 
 # Table: per epoch, kiln's val (= test) accuracy and time next to torch's.
 {
-    echo "== $(date -u +%FT%TZ) B0 ${SIZE}x${SIZE} epochs=$EPOCHS threads=$THREADS train=$((PER_CLASS * 10)) test=$((VAL_PER_CLASS * 10)) load=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "== $(date -u +%FT%TZ) B0 ${SIZE}x${SIZE} epochs=$EPOCHS threads=$THREADS seed=$SEED train=$((PER_CLASS * 10)) test=$((VAL_PER_CLASS * 10)) load=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "| epoch | kiln test acc | kiln s | torch test acc | torch s |"
     echo "|---|---|---|---|---|"
     for ((e = 1; e <= EPOCHS; e++)); do
-        k=$(grep -m1 "epoch $e/" "$WORK/kiln.log" || true)
+        k=$(grep -m1 "epoch $e/" "$WORK/kiln.log" 2>/dev/null || true)
         ka=$(sed -n 's/.*val loss [0-9.]* acc \([0-9.]*\).*/\1/p' <<<"$k")
         kt=$(sed -n 's/.* t \([0-9.]*\)$/\1/p' <<<"$k")
         t=$(grep -m1 "^epoch $e " "$WORK/torch.log" 2>/dev/null || true)
@@ -88,6 +94,7 @@ fi
         tt=$(sed -n 's/.* t \([0-9.]*\)$/\1/p' <<<"$t")
         echo "| $e | ${ka:--} | ${kt:--} | ${ta:--} | ${tt:--} |"
     done
-    printf "wall (whole process): kiln %.0f s (prepare not included), torch %s s\n" "$kiln_wall" \
+    printf "wall (whole process): kiln %s s (prepare not included), torch %s s\n" \
+        "$( [[ -n $kiln_wall ]] && printf %.0f "$kiln_wall" || echo -)" \
         "$( [[ -n $torch_wall ]] && printf %.0f "$torch_wall" || echo -)"
 } | tee -a "$RESULTS"
