@@ -34,7 +34,14 @@ if [ "$(cat "$work/packages" 2>/dev/null)" != "$pkgs" ]; then
   sources="$(grep -l -s -E 'debian-archive-keyring|^deb .*debian' /etc/apt/sources.list.d/*.sources \
     /etc/apt/sources.list /etc/apt/sources.list.d/*.list | head -1 || true)"
   [ -n "$sources" ] || skip "no Debian archive in /etc/apt's sources"
-  mmdebstrap --quiet --variant=minbase --include="$pkgs" bookworm "$rootfs" "$sources"
+  # A package name Debian 12 does not have is the Dockerfile's error; a failed download is not.
+  for p in ${pkgs//,/ }; do
+    apt-cache show "$p" >/dev/null 2>&1 || { echo "FAIL Dockerfile.cpu: Debian has no package $p"; exit 1; }
+  done
+  if ! mmdebstrap --quiet --variant=minbase --include="$pkgs" bookworm "$rootfs" "$sources"; then
+    rm -rf "$rootfs"
+    skip "mmdebstrap could not build the root filesystem (the archive unreachable?)"
+  fi
   # As the Dockerfile's runtime stage: the user, and KFP v2's artifact directories.
   chroot "$rootfs" sh -ec 'groupadd --gid 10001 kiln
     useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin kiln
