@@ -126,7 +126,8 @@ const kiln_effnet_tensor *kiln_effnet_find(const kiln_effnet *m, const char *nam
 size_t kiln_effnet_param_count(const kiln_effnet *m);
 
 /* The flat buffers (backend memory) and their length in floats (gaps
- * included). */
+ * included). The gradients are zeroed by the first backward and hold
+ * nothing defined before it (an inference-only model never touches them). */
 float *kiln_effnet_params_flat(kiln_effnet *m);
 float *kiln_effnet_grads_flat(kiln_effnet *m);
 size_t kiln_effnet_flat_floats(const kiln_effnet *m);

@@ -184,7 +184,9 @@ int kiln_effnet_backward(kiln_effnet *m, const float *dlogits, kiln_err *err)
                             "shape just before it");
     if (!dlogits)
         return kiln_err_set(err, KILN_EINVAL, "EfficientNet backward without dlogits");
-    int rc = backward_all(m, dlogits, err);
+    int rc = effnet_grads_ready(m, err);
+    if (rc == KILN_OK)
+        rc = backward_all(m, dlogits, err);
     if (rc != KILN_OK)
         kiln_err_wrap(err, "EfficientNet-%s backward", m->cfg.variant);
     return rc;

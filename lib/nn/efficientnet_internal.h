@@ -136,7 +136,8 @@ struct kiln_effnet {
     size_t *buf_ix, n_bufs;
     size_t param_count;
 
-    float *params, *grads;      /* flat, backend */
+    float *params, *grads;      /* flat, backend; grads zeroed lazily (grads_zeroed) */
+    int grads_zeroed;
     size_t flat_floats, decay_floats;
     float *buffers;             /* running stats, backend */
     size_t buffer_floats;
@@ -187,5 +188,8 @@ int effnet_init_head(kiln_effnet *m, uint64_t seed, kiln_err *err);
 /* Load from an opened file (efficientnet_io.c). */
 int effnet_load_st(kiln_effnet *m, const kiln_st_file *f, const char *what,
                    kiln_effnet_load_mode mode, uint64_t head_seed, kiln_err *err);
+
+/* Zero the gradient buffer before its first use (once). */
+int effnet_grads_ready(kiln_effnet *m, kiln_err *err);
 
 #endif

@@ -284,10 +284,10 @@ static int allocate(kiln_effnet *m, kiln_err *err)
     for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
         if (!(*bufs[i] = be->ops->alloc(be, floats[i] * sizeof(float), err)))
             return err ? err->code : KILN_ENOMEM;
-    int rc = be->ops->fill(be, m->grads, 0.0f, m->flat_floats, err);
-    if (rc == KILN_OK)
-        rc = be->ops->fill(be, m->bn_save, 0.0f, m->bn_save_floats, err);
-    return rc;
+    /* The gradients are zeroed at the first backward (effnet_grads_ready):
+     * an inference-only model never touches their pages (16 MB for a B0). */
+    m->grads_zeroed = 0;
+    return be->ops->fill(be, m->bn_save, 0.0f, m->bn_save_floats, err);
 }
 
 /* --- life cycle ------------------------------------------------------- */
@@ -372,6 +372,15 @@ size_t kiln_effnet_buffer_tensors(const kiln_effnet *m) { return m->n_bufs; }
 size_t kiln_effnet_param_count(const kiln_effnet *m) { return m->param_count; }
 float *kiln_effnet_params_flat(kiln_effnet *m) { return m->params; }
 float *kiln_effnet_grads_flat(kiln_effnet *m) { return m->grads; }
+
+int effnet_grads_ready(kiln_effnet *m, kiln_err *err)
+{
+    if (m->grads_zeroed)
+        return KILN_OK;
+    int rc = m->be->ops->fill(m->be, m->grads, 0.0f, m->flat_floats, err);
+    m->grads_zeroed = rc == KILN_OK;
+    return rc;
+}
 size_t kiln_effnet_flat_floats(const kiln_effnet *m) { return m->flat_floats; }
 size_t kiln_effnet_decay_floats(const kiln_effnet *m) { return m->decay_floats; }
 

@@ -80,11 +80,10 @@ static int dup_origin(kiln_serve_model *m, const char *dir, const kiln_serve_mod
            m->run_metrics;
 }
 
-/* An inference-only model never touches its gradient buffer, which
- * lib/nn allocates and zeroes for every model (16 MB for a B0). On the
- * CPU backend that is ordinary private memory: MADV_DONTNEED hands its
- * whole pages back, and they read as zeros again if ever touched, which is
- * what the buffer held. */
+/* An inference-only model never touches its gradient buffer (16 MB for a
+ * B0; lib/nn zeroes it at the first backward only), but the allocator may
+ * have handed out pages an earlier load dirtied. On the CPU backend that is
+ * ordinary private memory: MADV_DONTNEED hands its whole pages back. */
 static void drop_gradient_pages(kiln_serve_model *m)
 {
     if (strcmp(m->be->ops->name, "cpu") != 0)
