@@ -2,7 +2,8 @@
  * and their errors, the "listening on" line, clean stops on SIGTERM and
  * SIGINT, and its HTTP surface seen with a plain HTTP client: /health,
  * /version, body limit (413), malformed JSON (400), GET parameters, the
- * artifact proxy's PUT / GET / DELETE and list, the UI. */
+ * artifact proxy's PUT / GET / DELETE and list, the UI, and the UI behind
+ * --static-prefix. */
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -102,6 +103,16 @@ static void test_flags(void **state)
         {"--backend-store-uri sqlite://", "in-memory", 2},
         {"--artifacts-destination s3://b/p", "--default-artifact-root s3://", 2},
         {"--log-format xml", "xml", 2},
+        {"--static-prefix mlflow", "--static-prefix 'mlflow' must start with '/'", 2},
+        {"--static-prefix /mlflow/", "--static-prefix '/mlflow/' must not end with '/'", 2},
+        {"--static-prefix /", "--static-prefix '/' is no prefix", 2},
+        {"--static-prefix '/ml flow'", "--static-prefix '/ml flow': ' ' is not allowed", 2},
+        {"--static-prefix '/a\"b'", "'\"' is not allowed", 2},
+        {"--static-prefix '/<b>'", "--static-prefix '/<b>': '<' is not allowed", 2},
+        {"--static-prefix \"/it's\"", "''' is not allowed", 2},
+        {"--static-prefix '/a&b'", "'&' is not allowed", 2},
+        {"--static-prefix /models", "--static-prefix '/models': its first segment", 2},
+        {"--static-prefix", "--static-prefix needs a value", 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int st = kt_run_capture(&out, "'%s' %s", b, cases[i].args);
@@ -276,6 +287,136 @@ static void test_routes(void **state)
     kt_trackserver_stop(&s, 0);
 }
 
+/* ---------------- --static-prefix ---------------- */
+
+static void get(const proc *p, const char *path, long status, reply *r)
+{
+    char url[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p->port, path);
+    http("GET", url, NULL, 0, r);
+    if (r->status != status)
+        fail_msg("GET %s: %ld, want %ld: %.300s", path, r->status, status, r->body);
+}
+
+/* POST `body` to `path`; the answer's field `key` (an object printed as
+ * JSON, or a string), malloc'ed. */
+static char *post_field(const proc *p, const char *path, const char *body, const char *key)
+{
+    char url[512];
+    reply r;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", p->port, path);
+    http("POST", url, body, strlen(body), &r);
+    if (r.status != 200)
+        fail_msg("POST %s: %ld %s", path, r.status, r.body);
+    cJSON *j = cJSON_Parse(r.body);
+    const cJSON *v = cJSON_GetObjectItem(j, key);
+    assert_true(cJSON_IsString(v) || cJSON_IsObject(v));
+    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : cJSON_PrintUnformatted(v);
+    cJSON_Delete(j);
+    free(r.body);
+    return out;
+}
+
+/* Behind a gateway route /mlflow/ (rewritten to / or not): the pages link
+ * under /mlflow/, a link followed through the rewrite lands on the file,
+ * and the API stays unprefixed. */
+static void test_static_prefix(void **state)
+{
+    proc *pp = *state, p;
+    reply r, again;
+    char path[512], body[256], *log = NULL;
+    start(pp, "--static-prefix /mlflow");
+    p = *pp;
+    char *exp = post_field(&p, "/api/2.0/mlflow/experiments/create", "{\"name\": \"behind\"}",
+                           "experiment_id");
+    snprintf(body, sizeof body, "{\"experiment_id\": \"%s\"}", exp);
+    char *run = post_field(&p, "/api/2.0/mlflow/runs/create", body, "run");
+    cJSON *rj = cJSON_Parse(run);
+    const cJSON *info = cJSON_GetObjectItem(rj, "info");
+    const char *run_id = cJSON_GetObjectItem(info, "run_id")->valuestring;
+    const char *uri = cJSON_GetObjectItem(info, "artifact_uri")->valuestring;
+    assert_true(strncmp(uri, "mlflow-artifacts:/", 18) == 0);
+    snprintf(path, sizeof path,
+             "http://127.0.0.1:%d/api/2.0/mlflow-artifacts/artifacts/%s/hello.txt", p.port,
+             uri + 18);
+    http("PUT", path, "behind the gateway", 18, &r);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+
+    /* After the gateway's rewrite, and with the prefix still on. */
+    get(&p, "/", 200, &r);
+    get(&p, "/mlflow/", 200, &again);
+    assert_string_equal(r.body, again.body);
+    snprintf(path, sizeof path, "href=\"/mlflow/experiments/%s\">behind</a>", exp);
+    assert_non_null(strstr(r.body, path));
+    assert_non_null(strstr(r.body, "href=\"/mlflow/models\""));
+    assert_null(strstr(r.body, "href=\"/experiments"));
+    free(r.body);
+    free(again.body);
+    get(&p, "/mlflow", 200, &r);
+    free(r.body);
+    snprintf(path, sizeof path, "/mlflow/experiments/%s", exp);
+    get(&p, path, 200, &r);
+    snprintf(path, sizeof path, "href=\"/mlflow/runs/%s\"", run_id);
+    assert_non_null(strstr(r.body, path));
+    free(r.body);
+
+    /* The run page's download link, followed as the gateway would. */
+    snprintf(path, sizeof path, "/runs/%s", run_id);
+    get(&p, path, 200, &r);
+    const char *end = strstr(r.body, "hello.txt\" download>");
+    assert_non_null(end);
+    const char *href = end;
+    while (href > r.body && strncmp(href, "href=\"", 6) != 0)
+        href--;
+    const char *link = href + 6;
+    assert_true(strncmp(link, "/mlflow/api/2.0/mlflow-artifacts/artifacts/", 43) == 0);
+    link += strlen("/mlflow"); /* the rewrite */
+    snprintf(path, sizeof path, "%.*s", (int)(end + strlen("hello.txt") - link), link);
+    free(r.body);
+    get(&p, path, 200, &r);
+    assert_string_equal(r.body, "behind the gateway");
+    free(r.body);
+
+    /* The REST API answers unprefixed only; prefixed, the UI says so. */
+    get(&p, "/api/2.0/mlflow/experiments/search?max_results=10", 200, &r);
+    assert_string_equal(r.type, "application/json");
+    free(r.body);
+    get(&p, "/mlflow/api/2.0/mlflow/experiments/search?max_results=10", 404, &r);
+    assert_non_null(strstr(r.type, "text/html"));
+    assert_non_null(strstr(r.body, "only without the static prefix"));
+    free(r.body);
+    get(&p, "/health", 200, &r);
+    free(r.body);
+
+    cJSON_Delete(rj);
+    free(run);
+    free(exp);
+    pp->pid = 0; /* stopped here, not by the teardown */
+    assert_int_equal(stop(&p, SIGTERM, &log), 0);
+    assert_non_null(strstr(log, "web UI links under /mlflow/"));
+    free(log);
+}
+
+/* The server of a test that failed half-way is stopped all the same. */
+static int proc_setup(void **state)
+{
+    *state = calloc(1, sizeof(proc));
+    return *state ? 0 : -1;
+}
+
+static int proc_teardown(void **state)
+{
+    proc *p = *state;
+    if (p->pid > 0) {
+        char *log = NULL;
+        stop(p, SIGTERM, &log);
+        free(log);
+    }
+    free(p);
+    return 0;
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -283,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_flags),
         cmocka_unit_test(test_signals_and_limits),
         cmocka_unit_test(test_routes),
+        cmocka_unit_test_setup_teardown(test_static_prefix, proc_setup, proc_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();

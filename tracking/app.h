@@ -10,6 +10,7 @@
 typedef struct tracking_app {
     kiln_tracking *store;
     const kiln_logger *log;
+    const char *static_prefix; /* the UI's links start with it; "" or NULL: none */
 } tracking_app;
 
 /* Register every route of kiln-tracking on `server`, with `app` as the

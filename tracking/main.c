@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/fs.h"
+#include "tracking/ui.h"
 #include "app.h"
 
 typedef struct flags {
@@ -23,6 +24,7 @@ typedef struct flags {
     const char *default_artifact_root;
     size_t max_body_bytes;
     int workers;
+    const char *static_prefix;
 } flags;
 
 static void usage(FILE *out)
@@ -41,6 +43,10 @@ static void usage(FILE *out)
         "                                (the proxy, default) or s3://bucket/prefix\n"
         "  --max-body-bytes N            largest JSON request body (default 1048576; K/M suffix)\n"
         "  --workers N                   worker threads (default 8)\n"
+        "  --static-prefix PREFIX        the web UI is reached under PREFIX (e.g. /mlflow, behind\n"
+        "                                a gateway route): its links start with PREFIX, and UI\n"
+        "                                paths are served with or without it; the REST API and\n"
+        "                                the artifact proxy stay at /api/... (default: none)\n"
         "  --log-format human|json       log lines on stderr (default $KILN_LOG_FORMAT or human)\n"
         "  --log-level LEVEL             debug, info, warn or error (default info)\n"
         "  -h, --help                    this text\n");
@@ -114,7 +120,7 @@ static int artifacts_dir(const char *dest, const char **out, kiln_err *err)
 }
 
 enum { OPT_HOST = 1000, OPT_PORT, OPT_STORE, OPT_ARTIFACTS, OPT_ROOT, OPT_BODY, OPT_WORKERS,
-       OPT_LOG_FORMAT, OPT_LOG_LEVEL };
+       OPT_LOG_FORMAT, OPT_LOG_LEVEL, OPT_STATIC_PREFIX };
 
 /* 0 to run, -1 after --help, 2 for a usage error (printed). */
 static int parse_flags(int argc, char **argv, flags *f, kiln_logger *log)
@@ -127,6 +133,7 @@ static int parse_flags(int argc, char **argv, flags *f, kiln_logger *log)
         {"default-artifact-root", required_argument, NULL, OPT_ROOT},
         {"max-body-bytes", required_argument, NULL, OPT_BODY},
         {"workers", required_argument, NULL, OPT_WORKERS},
+        {"static-prefix", required_argument, NULL, OPT_STATIC_PREFIX},
         {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
@@ -156,6 +163,10 @@ static int parse_flags(int argc, char **argv, flags *f, kiln_logger *log)
         case OPT_WORKERS:
             if ((rc = parse_long("workers", optarg, 1, 256, &v, &err)) == KILN_OK)
                 f->workers = (int)v;
+            break;
+        case OPT_STATIC_PREFIX:
+            f->static_prefix = optarg;
+            rc = kiln_tracking_ui_prefix_check("--static-prefix", optarg, &err);
             break;
         case OPT_LOG_FORMAT: rc = kiln_log_format_parse(optarg, &log->format, &err); break;
         case OPT_LOG_LEVEL: rc = kiln_log_level_parse(optarg, &log->min_level, &err); break;
@@ -213,7 +224,7 @@ static int serve(const flags *f, const kiln_logger *log, const sigset_t *stop_si
     store = kiln_tracking_open(&topts, &err);
     if (!store)
         goto fail;
-    tracking_app app = {.store = store, .log = log};
+    tracking_app app = {.store = store, .log = log, .static_prefix = f->static_prefix};
     kiln_http_options hopts;
     kiln_http_options_default(&hopts);
     hopts.host = f->host;
@@ -227,6 +238,8 @@ static int serve(const flags *f, const kiln_logger *log, const sigset_t *stop_si
         goto fail;
     kiln_log_info(log, "kiln-tracking: store %s, artifacts %s, default artifact root %s", db,
                   artifacts, f->default_artifact_root);
+    if (*f->static_prefix)
+        kiln_log_info(log, "kiln-tracking: web UI links under %s/", f->static_prefix);
     print_listening(f->host, kiln_http_server_port(server));
     int sig = 0;
     sigwait(stop_signals, &sig);
@@ -257,6 +270,7 @@ int main(int argc, char **argv)
         .default_artifact_root = "mlflow-artifacts:",
         .max_body_bytes = (size_t)1 << 20,
         .workers = 8,
+        .static_prefix = "",
     };
     int rc = parse_flags(argc, argv, &f, &log);
     if (rc != 0)

@@ -165,9 +165,9 @@ static void on_ui(kiln_http_request *req, void *ctx)
     tracking_app *app = ctx;
     kiln_err err = {0};
     kiln_ui_page page = {0};
-    if (kiln_tracking_ui_render(kiln_http_request_path(req),
-                                kiln_http_request_query_string(req), kiln_tracking_api,
-                                app->store, &page, &err) != KILN_OK) {
+    if (kiln_tracking_ui_render_at(app->static_prefix, kiln_http_request_path(req),
+                                   kiln_http_request_query_string(req), kiln_tracking_api,
+                                   app->store, &page, &err) != KILN_OK) {
         free(page.body);
         kiln_http_reply_error(req, 500, "INTERNAL_ERROR", "%s", err.msg);
         return;

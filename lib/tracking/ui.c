@@ -29,7 +29,9 @@ void kiln_ui_error(kiln_ui_ctx *c, int status, const char *title, const char *fm
     kiln_ui_esc(&c->buf, title);
     kiln_ui_putf(&c->buf, "</h1><div class=\"err\"><p><b>HTTP %d</b></p><p>", status);
     kiln_ui_esc(&c->buf, msg);
-    kiln_ui_put(&c->buf, "</p></div><p><a href=\"/\">Back to the experiments</a></p>");
+    kiln_ui_put(&c->buf, "</p></div><p>");
+    kiln_ui_put_href(&c->buf, "/");
+    kiln_ui_put(&c->buf, "\">Back to the experiments</a></p>");
     kiln_ui_page_end(&c->buf);
     free(msg);
 }
@@ -161,7 +163,14 @@ static int is_path(const char *path, const char *a)
     return strncmp(path, a, n) == 0 && (path[n] == '\0' || (path[n] == '/' && !path[n + 1]));
 }
 
-static void route(kiln_ui_ctx *c, const char *path)
+/* A prefixed request for an API path: a hint, since only the UI strips. */
+static int is_api_path(const char *path)
+{
+    return strncmp(path, "/api/", 5) == 0 || strncmp(path, "/ajax-api/", 10) == 0;
+}
+
+/* `path` is routed, `shown` (the path as requested) goes into messages. */
+static void route(kiln_ui_ctx *c, const char *path, const char *shown)
 {
     char *arg = NULL;
     if (!*path || strcmp(path, "/") == 0 || is_path(path, "/experiments")) {
@@ -174,20 +183,37 @@ static void route(kiln_ui_ctx *c, const char *path)
         kiln_ui_page_run(c, arg);
     } else if (!arg && (arg = tail_after(path, "/models/", &c->buf.oom))) {
         kiln_ui_page_model(c, arg); /* a model's name may hold '/' */
+    } else if (!c->buf.oom && path != shown && is_api_path(path)) {
+        kiln_ui_error(c, 404, "Not found",
+                      "There is no page at %s: the REST API and the artifact proxy answer "
+                      "only without the static prefix (%s); route %s/ here with the prefix "
+                      "rewritten to /.", shown, path, c->buf.link_root);
     } else if (!c->buf.oom) {
-        kiln_ui_error(c, 404, "Not found", "There is no page at %s.", path);
+        kiln_ui_error(c, 404, "Not found", "There is no page at %s.", shown);
     }
     free(arg);
 }
 
-int kiln_tracking_ui_render(const char *path, const char *query, kiln_tracking_api_fn api,
-                            void *api_ctx, kiln_ui_page *page, kiln_err *err)
+/* `path` without a leading `prefix` that ends at a '/' or at the end of
+ * `path`; `path` itself when it does not start so. */
+static const char *strip_prefix(const char *path, const char *prefix)
+{
+    size_t n = prefix ? strlen(prefix) : 0;
+    if (n == 0 || strncmp(path, prefix, n) != 0 || (path[n] != '\0' && path[n] != '/'))
+        return path;
+    return path + n;
+}
+
+int kiln_tracking_ui_render_at(const char *static_prefix, const char *path, const char *query,
+                               kiln_tracking_api_fn api, void *api_ctx, kiln_ui_page *page,
+                               kiln_err *err)
 {
     memset(page, 0, sizeof *page);
     if (!path || !api)
         return kiln_err_set(err, KILN_EINVAL, "UI render: a path and an API function are needed");
     kiln_ui_ctx c = {.api = api, .api_ctx = api_ctx, .query = query, .status = 200};
-    route(&c, path);
+    c.buf.link_root = static_prefix;
+    route(&c, strip_prefix(path, static_prefix), path);
     if (c.buf.oom || !c.buf.data) {
         kiln_ui_buf_free(&c.buf);
         return kiln_err_set(err, KILN_ENOMEM, "out of memory rendering the page %s", path);
@@ -196,5 +222,80 @@ int kiln_tracking_ui_render(const char *path, const char *query, kiln_tracking_a
     page->content_type = HTML_TYPE;
     page->body = c.buf.data;
     page->len = c.buf.len;
+    return KILN_OK;
+}
+
+int kiln_tracking_ui_render(const char *path, const char *query, kiln_tracking_api_fn api,
+                            void *api_ctx, kiln_ui_page *page, kiln_err *err)
+{
+    return kiln_tracking_ui_render_at(NULL, path, query, api, api_ctx, page, err);
+}
+
+#define PREFIX_MAX 200
+
+static int prefix_char_ok(unsigned char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_' || ch == '~' || ch == '/';
+}
+
+/* The first wrong segment of `prefix` (which starts with '/'), as a
+ * static reason; NULL when every segment is fine. */
+static const char *prefix_segment_problem(const char *prefix)
+{
+    /* Paths kiln-tracking serves itself: as a prefix they would be stripped
+     * from requests meant for those very routes. */
+    static const char *const own[] = {"api",  "ajax-api", "experiments", "runs",
+                                      "models", "health", "version"};
+    int first = 1;
+    for (const char *seg = prefix + 1;; first = 0) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if (n == 0)
+            return "it has an empty segment ('//')";
+        if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return "it has a '.' or '..' segment";
+        for (size_t i = 0; first && i < sizeof own / sizeof *own; i++)
+            if (strlen(own[i]) == n && strncmp(seg, own[i], n) == 0)
+                return "its first segment is one of kiln-tracking's own paths (api, ajax-api, "
+                       "experiments, runs, models, health, version)";
+        if (!end)
+            return NULL;
+        seg = end + 1;
+    }
+}
+
+int kiln_tracking_ui_prefix_check(const char *name, const char *prefix, kiln_err *err)
+{
+    if (!prefix || !*prefix)
+        return KILN_OK;
+    size_t len = strlen(prefix);
+    if (prefix[0] != '/')
+        return kiln_err_set(err, KILN_EINVAL, "%s '%s' must start with '/' (e.g. /mlflow)", name,
+                            prefix);
+    if (len == 1)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "%s '/' is no prefix: leave %s out to serve the UI at /", name, name);
+    if (prefix[len - 1] == '/')
+        return kiln_err_set(err, KILN_EINVAL, "%s '%s' must not end with '/' (e.g. /mlflow)",
+                            name, prefix);
+    if (len > PREFIX_MAX)
+        return kiln_err_set(err, KILN_EINVAL, "%s is longer than %d characters", name,
+                            PREFIX_MAX);
+    for (const unsigned char *p = (const unsigned char *)prefix; *p; p++) {
+        if (prefix_char_ok(*p))
+            continue;
+        if (*p >= ' ' && *p < 0x7f)
+            return kiln_err_set(err, KILN_EINVAL,
+                                "%s '%s': '%c' is not allowed (letters, digits, - . _ ~ and / "
+                                "only)", name, prefix, *p);
+        size_t at = (size_t)(p - (const unsigned char *)prefix);
+        return kiln_err_set(err, KILN_EINVAL,
+                            "%s: byte 0x%02x at offset %zu is not allowed (letters, digits, "
+                            "- . _ ~ and / only)", name, *p, at);
+    }
+    const char *problem = prefix_segment_problem(prefix);
+    if (problem)
+        return kiln_err_set(err, KILN_EINVAL, "%s '%s': %s", name, prefix, problem);
     return KILN_OK;
 }

@@ -196,7 +196,9 @@ static void experiment_header(kiln_ui_buf *b, const cJSON *e)
     int64_t created = 0, updated = 0;
     kiln_ui_i64(e, "creation_time", &created);
     kiln_ui_i64(e, "last_update_time", &updated);
-    kiln_ui_put(b, "<div class=\"crumbs\"><a href=\"/\">Experiments</a> /</div><h1>");
+    kiln_ui_put(b, "<div class=\"crumbs\">");
+    kiln_ui_put_href(b, "/");
+    kiln_ui_put(b, "\">Experiments</a> /</div><h1>");
     kiln_ui_esc(b, kiln_ui_str(e, "name"));
     kiln_ui_put(b, "</h1><table class=\"kv\"><tr><th>Experiment ID</th><td class=\"mono\">");
     kiln_ui_esc(b, kiln_ui_str(e, "experiment_id"));
@@ -246,7 +248,8 @@ void kiln_ui_page_experiment(kiln_ui_ctx *c, const char *exp_id)
         kiln_ui_put(b, "<p class=\"muted\">No runs in this experiment.</p>");
     const char *next = kiln_ui_str(resp, "next_page_token");
     if (next && *next) {
-        kiln_ui_put(b, "<p class=\"pager\"><a href=\"/experiments/");
+        kiln_ui_put(b, "<p class=\"pager\">");
+        kiln_ui_put_href(b, "/experiments/");
         kiln_ui_url(b, exp_id, 0);
         kiln_ui_put(b, "?page_token=");
         kiln_ui_url(b, next, 0);

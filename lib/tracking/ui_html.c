@@ -115,10 +115,16 @@ void kiln_ui_url(kiln_ui_buf *b, const char *s, int keep_slash)
     }
 }
 
-void kiln_ui_put_link(kiln_ui_buf *b, const char *prefix, const char *id, const char *text)
+void kiln_ui_put_href(kiln_ui_buf *b, const char *path)
 {
     kiln_ui_put(b, "<a href=\"");
-    kiln_ui_put(b, prefix);
+    kiln_ui_put(b, b->link_root);
+    kiln_ui_put(b, path);
+}
+
+void kiln_ui_put_link(kiln_ui_buf *b, const char *path, const char *id, const char *text)
+{
+    kiln_ui_put_href(b, path);
     kiln_ui_url(b, id, 0);
     kiln_ui_put(b, "\">");
     kiln_ui_esc(b, text);
@@ -342,9 +348,11 @@ void kiln_ui_page_begin(kiln_ui_buf *b, const char *title)
     kiln_ui_esc(b, title);
     kiln_ui_put(b, " · kiln-tracking</title><style>");
     kiln_ui_put(b, STYLE);
-    kiln_ui_put(b, "</style></head>\n<body><header><span class=\"brand\">kiln-tracking</span>"
-                   "<a href=\"/\">Experiments</a><a href=\"/models\">Models</a></header>\n"
-                   "<main>");
+    kiln_ui_put(b, "</style></head>\n<body><header><span class=\"brand\">kiln-tracking</span>");
+    kiln_ui_put_href(b, "/");
+    kiln_ui_put(b, "\">Experiments</a>");
+    kiln_ui_put_href(b, "/models");
+    kiln_ui_put(b, "\">Models</a></header>\n<main>");
 }
 
 void kiln_ui_page_end(kiln_ui_buf *b)

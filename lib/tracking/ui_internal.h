@@ -26,6 +26,10 @@ typedef struct kiln_ui_buf {
     char *data; /* NUL-terminated when len > 0; owned */
     size_t len, cap;
     int oom;    /* an append failed: the content is incomplete */
+    /* The static prefix every link to this server starts with (NULL or "":
+     * none; borrowed). Here, not in the page context, because every writer
+     * of a link holds the buffer. */
+    const char *link_root;
 } kiln_ui_buf;
 
 void kiln_ui_put(kiln_ui_buf *b, const char *s);
@@ -39,8 +43,11 @@ void kiln_ui_esc(kiln_ui_buf *b, const char *s);
 void kiln_ui_url(kiln_ui_buf *b, const char *s, int keep_slash);
 void kiln_ui_buf_free(kiln_ui_buf *b);
 
-/* <a href="`prefix``id`">`text`</a>, `id` percent-encoded, `text` escaped. */
-void kiln_ui_put_link(kiln_ui_buf *b, const char *prefix, const char *id, const char *text);
+/* `<a href="` + the link root + `path`, the attribute left open for the
+ * caller to go on (a literal path of this server, starting with '/'). */
+void kiln_ui_put_href(kiln_ui_buf *b, const char *path);
+/* <a href="`root``path``id`">`text`</a>, `id` percent-encoded, `text` escaped. */
+void kiln_ui_put_link(kiln_ui_buf *b, const char *path, const char *id, const char *text);
 /* <span class="badge `kind``value`">`text`</span>, both escaped: the
  * value's class picks the colour ("st-" statuses, "stage-" stages). */
 void kiln_ui_put_badge(kiln_ui_buf *b, const char *kind, const char *value, const char *text);

@@ -178,7 +178,9 @@ static void model_header(kiln_ui_buf *b, const cJSON *m)
     int64_t created = 0, updated = 0;
     kiln_ui_i64(m, "creation_timestamp", &created);
     kiln_ui_i64(m, "last_updated_timestamp", &updated);
-    kiln_ui_put(b, "<div class=\"crumbs\"><a href=\"/models\">Models</a> /</div><h1>");
+    kiln_ui_put(b, "<div class=\"crumbs\">");
+    kiln_ui_put_href(b, "/models");
+    kiln_ui_put(b, "\">Models</a> /</div><h1>");
     kiln_ui_esc(b, kiln_ui_str(m, "name"));
     kiln_ui_put(b, "</h1><table class=\"kv\"><tr><th>Created (UTC)</th><td>");
     kiln_ui_put_time(b, created);

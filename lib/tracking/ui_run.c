@@ -264,7 +264,7 @@ static void artifact_dir(kiln_ui_ctx *c, artifact_walk *w, const char *path, int
         int has_size = kiln_ui_i64(f, "file_size", &size);
         kiln_ui_put(b, is_dir ? "<li class=\"dir\">" : "<li class=\"file\">");
         if (!is_dir && w->base) {
-            kiln_ui_put(b, "<a href=\"/api/2.0/mlflow-artifacts/artifacts/");
+            kiln_ui_put_href(b, "/api/2.0/mlflow-artifacts/artifacts/");
             kiln_ui_url(b, w->base, 1);
             kiln_ui_put(b, "/");
             kiln_ui_url(b, fpath, 1);
@@ -337,7 +337,9 @@ void kiln_ui_page_run(kiln_ui_ctx *c, const char *run_id)
         name = run_id;
 
     kiln_ui_page_begin(b, name);
-    kiln_ui_put(b, "<div class=\"crumbs\"><a href=\"/\">Experiments</a> / ");
+    kiln_ui_put(b, "<div class=\"crumbs\">");
+    kiln_ui_put_href(b, "/");
+    kiln_ui_put(b, "\">Experiments</a> / ");
     kiln_ui_put_link(b, "/experiments/", exp_id, exp_name ? exp_name : exp_id);
     kiln_ui_put(b, " /</div><h1>");
     kiln_ui_esc(b, name);
