@@ -3,14 +3,14 @@
  * and get the answers an unbatched server gives, a lone request is
  * answered once max-wait passed, bad flag values exit 2 naming the flag,
  * and reloads under batched load lose nothing. Two servers on one
- * registered model (versions 1 and 2 are the same artifacts). The tiny
- * test model answers these images nearly alike (within 1e-5), so the
- * comparison proves batched == unbatched numerics and versions, not
- * that no two slots were swapped. */
+ * registered model (versions 1 and 2 are the same artifacts); the library
+ * case feeds inputs whose answers differ by far more than the 1e-5
+ * tolerance, so slots swapped inside a batch fail it. */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "serve/serve.h"
 #include "test_serve_support.h"
 
 #define MODEL "batchy"
@@ -50,7 +50,25 @@ static int group_setup(void **state)
     if (kt_trackserver_start(&f->ts) != 0)
         return -1;
     f->root = kt_mkdtemp();
-    char *run_id = ts_train(f->root, "model", f->ts.uri, 7);
+    /* ts_train's one warm-up epoch leaves the head near zero: the model
+     * answers every input alike. Two more epochs at a high rate, from
+     * scratch without warm-up, make it tell (far apart) inputs apart. */
+    free(ts_train(f->root, "warm", NULL, 7));
+    char *out = NULL, *data = kt_path(f->root, "data"), *model = kt_path(f->root, "model");
+    if (kt_run_capture(&out,
+                       "%s train --data %s --out %s --epochs 2 --warmup-epochs 0 --lr 0.05 "
+                       "--batch-size 8 --threads 2 --seed 7 --mlflow %s --experiment batch",
+                       kt_kiln_bin(), data, model, f->ts.uri) != 0)
+        fail_msg("kiln train: %s", out);
+    free(out);
+    free(data);
+    char *id_path = kt_path(model, "mlflow-run-id"), *run_id = NULL;
+    size_t id_len = 0;
+    kiln_err err = {0};
+    kt_expect_ok(kiln_read_file(id_path, 0, &run_id, &id_len, &err), &err, "run id");
+    run_id[strcspn(run_id, "\n")] = '\0';
+    free(id_path);
+    free(model);
     f->c = ts_client(f->ts.uri);
     char source[256];
     snprintf(source, sizeof source, "runs:/%s/model", run_id);
@@ -339,6 +357,92 @@ static void test_bad_flags(void **state)
     expect_exit("--max-wait-ms ''", "--max-wait-ms");
 }
 
+/* ---- the library: inputs far apart, so that swapped slots show ---- */
+
+typedef struct lib_client {
+    kiln_serve_model *m;
+    const float *x;
+    float probs[MAX_CLASSES];
+    int rc;
+    pthread_barrier_t *start;
+} lib_client;
+
+static void *lib_predict(void *arg)
+{
+    lib_client *c = arg;
+    kiln_err err = {0};
+    pthread_barrier_wait(c->start);
+    c->rc = kiln_serve_model_predict(c->m, c->x, 1, c->probs, &err);
+    return NULL;
+}
+
+static void count_forward(void *ctx, int inputs)
+{
+    atomic_int *counts = ctx;
+    atomic_fetch_add(&counts[inputs < 8 ? inputs : 7], 1);
+}
+
+static void test_library_batching(void **state)
+{
+    fixture *f = *state;
+    char *dir = kt_path(f->root, "model");
+    kiln_err err = {0};
+    atomic_int counts[8];
+    for (int i = 0; i < 8; i++)
+        atomic_init(&counts[i], 0);
+    kiln_serve_batching b = {.max_batch = 4, .max_wait_ms = 200, .on_forward = count_forward,
+                             .ctx = counts};
+    kiln_serve_model *plain = kt_expect_ptr(kiln_serve_model_load(dir, "cpu", 2, NULL, &err),
+                                            &err, "load");
+    kiln_serve_model *batched = kt_expect_ptr(
+        kiln_serve_model_load_batched(dir, "cpu", 2, &b, NULL, &err), &err, "load batched");
+    int s = kiln_serve_model_info(plain)->input_size, k = kiln_serve_model_info(plain)->num_classes;
+    size_t per = (size_t)3 * s * s;
+    float *x = malloc(3 * per * sizeof *x), want[3][MAX_CLASSES];
+    /* Three inputs well outside what images give: the model tells them apart. */
+    for (size_t i = 0; i < 3 * per; i++)
+        x[i] = (float)((int)(i / per) - 1) * 100.0f * (float)((i * 7919) % 13) / 13.0f;
+    for (int i = 0; i < 3; i++)
+        kt_expect_ok(kiln_serve_model_predict(plain, x + i * per, 1, want[i], &err), &err, "plain");
+    /* Every pair differs far more than the tolerance below: a swap fails. */
+    double spread = 1;
+    for (int a = 0; a < 3; a++)
+        for (int z = a + 1; z < 3; z++) {
+            double d = 0;
+            for (int c = 0; c < k; c++)
+                d = fmax(d, fabs(want[a][c] - want[z][c]));
+            spread = fmin(spread, d);
+        }
+    fprintf(stderr, "library: any two inputs' answers differ by >= %g\n", spread);
+    assert_true(spread > 1e-4);
+    /* Three callers at once: one forward of three, each its own answer. */
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 3);
+    lib_client c[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = (lib_client){.m = batched, .x = x + i * per, .start = &start};
+        assert_int_equal(pthread_create(&t[i], NULL, lib_predict, &c[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].rc, KILN_OK);
+        for (int j = 0; j < k; j++)
+            assert_true(fabs(c[i].probs[j] - want[i][j]) <= 1e-5);
+    }
+    pthread_barrier_destroy(&start);
+    assert_int_equal(atomic_load(&counts[3]), 1);
+    assert_int_equal(atomic_load(&counts[1]) + atomic_load(&counts[2]), 0);
+    /* Bad settings are refused. */
+    b.max_batch = KILN_SERVE_MAX_BATCH + 1;
+    assert_null(kiln_serve_model_load_batched(dir, "cpu", 1, &b, NULL, &err));
+    assert_int_equal(err.code, KILN_EINVAL);
+    kiln_serve_model_unref(plain);
+    kiln_serve_model_unref(batched);
+    free(x);
+    free(dir);
+}
+
 static void expect_reload(const fixture *f, int version)
 {
     char url[128];
@@ -379,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_list_request),
         cmocka_unit_test(test_lone_request),
         cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_library_batching),
         cmocka_unit_test(test_reload_in_flight),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
