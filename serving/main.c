@@ -35,6 +35,9 @@ static void usage(FILE *out, const kiln_serve_config *d)
             "  --max-body-mb N         request body limit in MiB, else 413 (%zu)\n"
             "  --max-pixels N          pixels per image, else 413 (%llu)\n"
             "  --max-images N          images per request, else 413 (%d)\n"
+            "  --max-batch N           inputs per forward, 1-256 (%d: no batching; the CPU\n"
+            "                          pays the full batch, cuda: e.g. 16)\n"
+            "  --max-wait-ms M         how long a forming batch waits for more, 0-1000 (%d)\n"
             "  --poll-interval S       reload when the registry's version changes, checked\n"
             "                          every S seconds (0 = off)\n"
             "  --shutdown-delay S      after SIGTERM, answer (unready) for S more seconds\n"
@@ -45,12 +48,13 @@ static void usage(FILE *out, const kiln_serve_config *d)
             "  --help                  this text\n\n"
             "GET / reports $KILN_SERVING_IMAGE_VERSION as image_version.\n",
             d->stage, d->host, d->port, d->device, d->threads, d->http_threads,
-            d->max_body_bytes >> 20, (unsigned long long)d->max_pixels, d->max_images);
+            d->max_body_bytes >> 20, (unsigned long long)d->max_pixels, d->max_images,
+            d->max_batch, d->max_wait_ms);
 }
 
 enum { O_NAME = 1000, O_STAGE, O_ALIAS, O_DIR, O_CACHE, O_HOST, O_PORT, O_DEVICE, O_THREADS,
-       O_HTTP_THREADS, O_BODY, O_PIXELS, O_IMAGES, O_POLL, O_DELAY, O_ACCESS, O_LOGFMT,
-       O_LOGLEVEL };
+       O_HTTP_THREADS, O_BODY, O_PIXELS, O_IMAGES, O_BATCH, O_WAIT, O_POLL, O_DELAY, O_ACCESS,
+       O_LOGFMT, O_LOGLEVEL };
 
 static const struct option options[] = {
     {"model-name", required_argument, NULL, O_NAME},
@@ -66,6 +70,8 @@ static const struct option options[] = {
     {"max-body-mb", required_argument, NULL, O_BODY},
     {"max-pixels", required_argument, NULL, O_PIXELS},
     {"max-images", required_argument, NULL, O_IMAGES},
+    {"max-batch", required_argument, NULL, O_BATCH},
+    {"max-wait-ms", required_argument, NULL, O_WAIT},
     {"poll-interval", required_argument, NULL, O_POLL},
     {"shutdown-delay", required_argument, NULL, O_DELAY},
     {"access-log", required_argument, NULL, O_ACCESS},
@@ -128,6 +134,14 @@ static int set_flag(kiln_serve_config *c, kiln_logger *log, int opt, const char 
         c->max_pixels = (uint64_t)v;
         break;
     case O_IMAGES: rc = int_flag("--max-images", a, 1, 4096, &v); c->max_images = (int)v; break;
+    case O_BATCH:
+        rc = int_flag("--max-batch", a, 1, KILN_SERVE_MAX_BATCH, &v);
+        c->max_batch = (int)v;
+        break;
+    case O_WAIT:
+        rc = int_flag("--max-wait-ms", a, 0, KILN_SERVE_MAX_WAIT_MS, &v);
+        c->max_wait_ms = (int)v;
+        break;
     case O_POLL: rc = seconds_flag("--poll-interval", a, &c->poll_interval_s); break;
     case O_DELAY: rc = seconds_flag("--shutdown-delay", a, &c->shutdown_delay_s); break;
     case O_ACCESS:

@@ -15,7 +15,9 @@
  * every user takes one (kiln_serve_model_ref) and drops it
  * (kiln_serve_model_unref); the last drop frees it. Predicting is
  * thread-safe: forwards on one model run one at a time (the backend's
- * threads work inside each), while decoding runs on the callers' threads.
+ * threads work inside each), while decoding runs on the callers' threads;
+ * with dynamic batching (kiln_serve_batching) concurrent callers share
+ * forwards.
  *
  * The daemon (kiln_serve_daemon_*) owns an HTTP server (lib/http), the
  * current model, a reload lock and an optional registry poller; the
@@ -68,10 +70,34 @@ typedef struct kiln_serve_model_origin {
 
 /* Load the package at `dir` on a new backend — `device` "cpu" (or NULL)
  * with `threads` threads, or "cuda" (EDEVICE saying why when no GPU is
- * usable) — and plan an inference-only batch-1 forward. `origin` may be
- * NULL. */
+ * usable) — and plan an inference-only batch-1 forward (no batching).
+ * `origin` may be NULL. */
 kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int threads,
                                         const kiln_serve_model_origin *origin, kiln_err *err);
+
+/* Dynamic batching. max_batch 1: every input runs its own batch-1 forward,
+ * in arrival order. max_batch N > 1: the model is planned for batch N; the
+ * first input that finds no batch forming leads one: it waits until N
+ * inputs joined or max_wait_ms passed since it arrived (and, past that,
+ * while the previous forward still runs), then runs one padded batch-N
+ * forward (unused slots zero) for all of them and wakes the others. No
+ * thread of its own: a model being swapped out finishes what joined it. */
+#define KILN_SERVE_MAX_BATCH 256
+#define KILN_SERVE_MAX_WAIT_MS 1000
+typedef struct kiln_serve_batching {
+    int max_batch;   /* 1..KILN_SERVE_MAX_BATCH */
+    int max_wait_ms; /* 0..KILN_SERVE_MAX_WAIT_MS */
+    /* Called after every forward with the number of real inputs in it
+     * (may be NULL); `ctx` must outlive the model. */
+    void (*on_forward)(void *ctx, int inputs);
+    void *ctx;
+} kiln_serve_batching;
+
+/* kiln_serve_model_load with batching (NULL: max_batch 1). */
+kiln_serve_model *kiln_serve_model_load_batched(const char *dir, const char *device, int threads,
+                                                const kiln_serve_batching *batching,
+                                                const kiln_serve_model_origin *origin,
+                                                kiln_err *err);
 void kiln_serve_model_ref(kiln_serve_model *m);
 /* Drop a reference; the last one frees the model. NULL is fine. */
 void kiln_serve_model_unref(kiln_serve_model *m);
@@ -135,6 +161,8 @@ typedef struct kiln_serve_config {
     size_t max_body_bytes;    /* default 20 MiB */
     uint64_t max_pixels;      /* per image, default 40 megapixels */
     int max_images;           /* per request, default 32 */
+    int max_batch;            /* inputs per forward, default 1 (see kiln_serve_batching) */
+    int max_wait_ms;          /* how long a forming batch waits, default 2 */
     double poll_interval_s;   /* 0: no polling */
     double shutdown_delay_s;  /* draining: keep serving this long before stopping */
     int access_log_json;      /* one JSON line per request on `access_out` */

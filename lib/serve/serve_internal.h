@@ -22,6 +22,11 @@ void srv_metrics_free(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, const char *route, const char *method, int status,
                          double seconds);
 void srv_metrics_batch(srv_metrics *m, size_t images);
+/* A model forward with `inputs` real inputs (a kiln_serve_batching
+ * on_forward; `metrics` is the srv_metrics). */
+void srv_metrics_forward(void *metrics, int inputs);
+/* The batching a config asks for, reporting forwards to `metrics`. */
+kiln_serve_batching srv_batching(const kiln_serve_config *cfg, srv_metrics *metrics);
 void srv_metrics_reload(srv_metrics *m, int ok);
 void srv_metrics_inflight(srv_metrics *m, int delta);
 /* The Prometheus text (malloc'ed) with the model gauges from `model`
@@ -34,6 +39,7 @@ char *srv_metrics_text(srv_metrics *m, const kiln_serve_model *model, int ready,
  * artifacts into cache_dir (reused when complete), load it; then remove
  * the cached versions other than it and `current_version` (may be NULL). */
 kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
+                                    const kiln_serve_batching *batching,
                                     const char *current_version, const kiln_logger *log,
                                     kiln_err *err);
 /* Just the version the registry points at now (malloc'ed), for polling. */

@@ -11,7 +11,7 @@
 static const double latency_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                         0.5,   1,    2.5,   5,    10};
 #define N_LAT (sizeof latency_bounds / sizeof latency_bounds[0])
-static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 #define N_BATCH (sizeof batch_bounds / sizeof batch_bounds[0])
 #define MAX_SERIES 128
 
@@ -40,6 +40,7 @@ struct srv_metrics {
     lat_series lat[MAX_SERIES];
     size_t n_lat;
     hist batch;
+    hist forward;     /* real inputs per model forward (dynamic batching) */
     uint64_t images;
     uint64_t reloads_ok, reloads_failed;
     int inflight;
@@ -120,6 +121,14 @@ void srv_metrics_batch(srv_metrics *m, size_t images)
     pthread_mutex_lock(&m->lock);
     hist_add(&m->batch, batch_bounds, N_BATCH, (double)images);
     m->images += images;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void srv_metrics_forward(void *metrics, int inputs)
+{
+    srv_metrics *m = metrics;
+    pthread_mutex_lock(&m->lock);
+    hist_add(&m->forward, batch_bounds, N_BATCH, (double)inputs);
     pthread_mutex_unlock(&m->lock);
 }
 
@@ -254,6 +263,9 @@ char *srv_metrics_text(srv_metrics *m, const kiln_serve_model *model, int ready,
     put(&t, "# HELP kiln_serve_batch_size Images per /predict request.\n"
             "# TYPE kiln_serve_batch_size histogram\n");
     put_hist(&t, "kiln_serve_batch_size", "", &m->batch, batch_bounds, N_BATCH);
+    put(&t, "# HELP kiln_serve_forward_batch_size Inputs per model forward (--max-batch).\n"
+            "# TYPE kiln_serve_forward_batch_size histogram\n");
+    put_hist(&t, "kiln_serve_forward_batch_size", "", &m->forward, batch_bounds, N_BATCH);
     put(&t, "# HELP kiln_serve_images_total Images predicted.\n"
             "# TYPE kiln_serve_images_total counter\nkiln_serve_images_total %llu\n",
         (unsigned long long)m->images);

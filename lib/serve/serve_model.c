@@ -1,5 +1,7 @@
-/* lib/serve/serve_model.c — a loaded package: its own CPU backend, a
- * batch-1 inference plan, one forward at a time, reference-counted. */
+/* lib/serve/serve_model.c — a loaded package: its own backend, an
+ * inference plan (batch 1, or max_batch with dynamic batching), one
+ * forward at a time, reference-counted. */
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,13 @@ struct kiln_serve_model {
     kiln_effnet *net;
     kiln_model_info info;
     float *dev_x;                /* backend memory, one input */
-    float *logits;               /* host, num_classes */
+    float *logits;               /* host, max_batch * num_classes */
+    /* dynamic batching (max_batch > 1), under `lock` */
+    kiln_serve_batching batching;
+    pthread_cond_t batch_cv;     /* CLOCK_MONOTONIC: leaders wait with a deadline */
+    struct srv_batch *forming;   /* the batch inputs join now, or NULL */
+    int busy;                    /* a batched forward is running */
+    float *staging;              /* host, max_batch inputs */
     char *name, *version, *stage, *alias, *source, *run_id, *dir;
     cJSON *run_metrics;
     double load_seconds;
@@ -50,6 +58,7 @@ static void model_free(kiln_serve_model *m)
     kiln_nn_backend_destroy(m->be);
     kiln_model_info_clear(&m->info);
     free(m->logits);
+    free(m->staging);
     free(m->name);
     free(m->version);
     free(m->stage);
@@ -59,6 +68,7 @@ static void model_free(kiln_serve_model *m)
     free(m->dir);
     cJSON_Delete(m->run_metrics);
     pthread_cond_destroy(&m->turn);
+    pthread_cond_destroy(&m->batch_cv);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -99,8 +109,35 @@ static void drop_gradient_pages(kiln_serve_model *m)
         madvise((void *)first, last - first, MADV_DONTNEED);
 }
 
-kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int threads,
-                                        const kiln_serve_model_origin *origin, kiln_err *err)
+static void init_sync(kiln_serve_model *m)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->batch_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->turn, NULL);
+}
+
+/* The plan and the buffers for max_batch inputs. */
+static int plan(kiln_serve_model *m, const char *dir, kiln_err *err)
+{
+    int s = m->info.input_size, nb = m->batching.max_batch;
+    size_t in_floats = (size_t)nb * 3 * s * s;
+    if (kiln_effnet_plan_inference(m->net, nb, s, s, err) != KILN_OK ||
+        !(m->dev_x = m->be->ops->alloc(m->be, in_floats * sizeof(float), err)))
+        return err ? (int)err->code : KILN_EIO;
+    m->logits = malloc((size_t)nb * m->info.num_classes * sizeof *m->logits);
+    if (!m->logits || (nb > 1 && !(m->staging = malloc(in_floats * sizeof *m->staging))))
+        return kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
+    return KILN_OK;
+}
+
+kiln_serve_model *kiln_serve_model_load_batched(const char *dir, const char *device, int threads,
+                                                const kiln_serve_batching *batching,
+                                                const kiln_serve_model_origin *origin,
+                                                kiln_err *err)
 {
     double t0 = srv_now_s();
     kiln_serve_model *m = calloc(1, sizeof *m);
@@ -109,8 +146,15 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int
         return NULL;
     }
     atomic_init(&m->refs, 1);
-    pthread_mutex_init(&m->lock, NULL);
-    pthread_cond_init(&m->turn, NULL);
+    init_sync(m);
+    m->batching = batching ? *batching : (kiln_serve_batching){.max_batch = 1};
+    if (m->batching.max_batch < 1 || m->batching.max_batch > KILN_SERVE_MAX_BATCH ||
+        m->batching.max_wait_ms < 0 || m->batching.max_wait_ms > KILN_SERVE_MAX_WAIT_MS) {
+        kiln_err_set(err, KILN_EINVAL, "max batch %d / max wait %d ms out of range [1, %d] / "
+                     "[0, %d]", m->batching.max_batch, m->batching.max_wait_ms,
+                     KILN_SERVE_MAX_BATCH, KILN_SERVE_MAX_WAIT_MS);
+        goto fail;
+    }
     if (!dup_origin(m, dir, origin)) {
         kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
         goto fail;
@@ -119,15 +163,8 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int
         goto fail;
     if (!(m->net = kiln_model_load(dir, m->be, &m->info, err)))
         goto fail;
-    int s = m->info.input_size;
-    size_t in_bytes = (size_t)3 * s * s * sizeof(float);
-    if (kiln_effnet_plan_inference(m->net, 1, s, s, err) != KILN_OK ||
-        !(m->dev_x = m->be->ops->alloc(m->be, in_bytes, err)))
+    if (plan(m, dir, err) != KILN_OK)
         goto fail;
-    if (!(m->logits = malloc((size_t)m->info.num_classes * sizeof *m->logits))) {
-        kiln_err_set(err, KILN_ENOMEM, "out of memory loading %s", dir);
-        goto fail;
-    }
     drop_gradient_pages(m);
     m->load_seconds = srv_now_s() - t0;
     m->loaded_at = srv_wall_s();
@@ -135,6 +172,12 @@ kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int
 fail:
     model_free(m);
     return NULL;
+}
+
+kiln_serve_model *kiln_serve_model_load(const char *dir, const char *device, int threads,
+                                        const kiln_serve_model_origin *origin, kiln_err *err)
+{
+    return kiln_serve_model_load_batched(dir, device, threads, NULL, origin, err);
 }
 
 void kiln_serve_model_ref(kiln_serve_model *m)
@@ -176,8 +219,7 @@ static void softmax(const float *logits, int k, float *probs)
         probs[i] = (float)(exp((double)logits[i] - mx) / sum);
 }
 
-/* One input under the model's lock. A dynamic batcher (GPU) would replace
- * this with a queue that a batching thread drains into one forward. */
+/* One input under the model's lock (max_batch 1). */
 static int forward_one(kiln_serve_model *m, const float *input, float *probs, kiln_err *err)
 {
     const kiln_nn_ops *ops = m->be->ops;
@@ -197,6 +239,8 @@ static int forward_one(kiln_serve_model *m, const float *input, float *probs, ki
         rc = err ? (int)err->code : KILN_EIO;
     if (rc == KILN_OK)
         softmax(m->logits, k, probs);
+    if (rc == KILN_OK && m->batching.on_forward)
+        m->batching.on_forward(m->batching.ctx, 1);
     pthread_mutex_lock(&m->lock);
     m->serving++;
     pthread_cond_broadcast(&m->turn);
@@ -204,10 +248,148 @@ static int forward_one(kiln_serve_model *m, const float *input, float *probs, ki
     return rc;
 }
 
+/* ---- dynamic batching (max_batch > 1) ---- */
+
+/* One input in a batch, on its caller's stack: the leader fills rc, err
+ * and done (under the lock) before its own stack frame goes. */
+typedef struct srv_slot {
+    const float *input;
+    float *probs;
+    int rc;
+    int done;
+    kiln_err err;
+} srv_slot;
+
+/* A batch, on its leader's stack; followers touch it only while it forms. */
+typedef struct srv_batch {
+    int n;
+    srv_slot *slots[KILN_SERVE_MAX_BATCH];
+} srv_batch;
+
+/* The padded forward of `b` (unlocked: `busy` keeps it alone). */
+static int run_batch(kiln_serve_model *m, const srv_batch *b, kiln_err *err)
+{
+    const kiln_nn_ops *ops = m->be->ops;
+    int s = m->info.input_size, k = m->info.num_classes, nb = m->batching.max_batch, rc;
+    size_t in_floats = (size_t)3 * s * s;
+    for (int i = 0; i < b->n; i++)
+        memcpy(m->staging + (size_t)i * in_floats, b->slots[i]->input, in_floats * sizeof(float));
+    /* The plan's batch is fixed: the empty slots run too, on zeros. */
+    memset(m->staging + (size_t)b->n * in_floats, 0,
+           (size_t)(nb - b->n) * in_floats * sizeof(float));
+    const float *dev_logits = NULL;
+    if ((rc = ops->upload(m->be, m->dev_x, m->staging, (size_t)nb * in_floats * sizeof(float),
+                          err)) == KILN_OK &&
+        (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
+        (rc = ops->sync(m->be, err)) == KILN_OK)
+        rc = ops->download(m->be, m->logits, dev_logits, (size_t)b->n * k * sizeof(float), err);
+    if (!dev_logits && rc == KILN_OK)
+        rc = err->code != KILN_OK ? (int)err->code : KILN_EIO;
+    for (int i = 0; rc == KILN_OK && i < b->n; i++)
+        softmax(m->logits + (size_t)i * k, k, b->slots[i]->probs);
+    return rc;
+}
+
+static struct timespec monotonic_at(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* With the lock held: wait until `b` is full, or max_wait passed since
+ * `arrived` and the device is free; run it; hand out the results. */
+static void lead(kiln_serve_model *m, srv_batch *b, double arrived)
+{
+    int nb = m->batching.max_batch, timed_out = m->batching.max_wait_ms == 0;
+    struct timespec deadline = monotonic_at(arrived + m->batching.max_wait_ms * 1e-3);
+    while (b->n < nb && !timed_out)
+        if (pthread_cond_timedwait(&m->batch_cv, &m->lock, &deadline) == ETIMEDOUT)
+            timed_out = 1;
+    /* While the previous forward runs, this batch keeps filling. */
+    while (m->busy)
+        pthread_cond_wait(&m->batch_cv, &m->lock);
+    m->forming = NULL;
+    m->busy = 1;
+    pthread_cond_broadcast(&m->batch_cv);
+    pthread_mutex_unlock(&m->lock);
+    kiln_err e = {0};
+    int rc = run_batch(m, b, &e);
+    if (rc == KILN_OK && m->batching.on_forward)
+        m->batching.on_forward(m->batching.ctx, b->n);
+    pthread_mutex_lock(&m->lock);
+    m->busy = 0;
+    for (int i = 0; i < b->n; i++) {
+        b->slots[i]->rc = rc;
+        b->slots[i]->err = e;
+        b->slots[i]->done = 1;
+    }
+    pthread_cond_broadcast(&m->batch_cv);
+}
+
+/* Add up to `n` slots to the forming batch (leading a new one when none
+ * forms); returns how many joined, all of them done. */
+static int join(kiln_serve_model *m, srv_slot *slots, int n)
+{
+    int nb = m->batching.max_batch;
+    srv_batch own;
+    pthread_mutex_lock(&m->lock);
+    while (m->forming && m->forming->n == nb)
+        pthread_cond_wait(&m->batch_cv, &m->lock);
+    int leader = !m->forming;
+    if (leader) {
+        own.n = 0;
+        m->forming = &own;
+    }
+    double arrived = srv_now_s();
+    srv_batch *b = m->forming;
+    int take = n < nb - b->n ? n : nb - b->n;
+    for (int i = 0; i < take; i++)
+        b->slots[b->n++] = &slots[i];
+    if (b->n == nb)
+        pthread_cond_broadcast(&m->batch_cv);
+    if (leader)
+        lead(m, &own, arrived);
+    else
+        while (!slots[take - 1].done)
+            pthread_cond_wait(&m->batch_cv, &m->lock);
+    pthread_mutex_unlock(&m->lock);
+    return take;
+}
+
+static int predict_batched(kiln_serve_model *m, const float *inputs, int n, float *probs,
+                           kiln_err *err)
+{
+    int s = m->info.input_size, k = m->info.num_classes, rc = KILN_OK;
+    srv_slot *slots = calloc((size_t)n, sizeof *slots);
+    if (!slots)
+        return kiln_err_set(err, KILN_ENOMEM, "out of memory for %d inputs", n);
+    for (int i = 0; i < n; i++) {
+        slots[i].input = inputs + (size_t)i * 3 * s * s;
+        slots[i].probs = probs + (size_t)i * k;
+    }
+    for (int i = 0; i < n && rc == KILN_OK;) {
+        int took = join(m, slots + i, n - i);
+        for (int j = i; j < i + took && rc == KILN_OK; j++)
+            if ((rc = slots[j].rc) != KILN_OK && err)
+                *err = slots[j].err;
+        i += took;
+    }
+    free(slots);
+    return rc;
+}
+
 int kiln_serve_model_predict(kiln_serve_model *m, const float *inputs, int n, float *probs,
                              kiln_err *err)
 {
     int s = m->info.input_size, k = m->info.num_classes;
+    if (m->batching.max_batch > 1)
+        return predict_batched(m, inputs, n, probs, err);
     for (int i = 0; i < n; i++) {
         int rc = forward_one(m, inputs + (size_t)i * 3 * s * s, probs + (size_t)i * k, err);
         if (rc != KILN_OK)
@@ -282,5 +464,7 @@ cJSON *kiln_serve_model_describe(const kiln_serve_model *m)
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     cJSON_AddStringToObject(o, "loaded_at", when);
     cJSON_AddStringToObject(o, "device", m->be->ops->name);
+    cJSON_AddNumberToObject(o, "max_batch", m->batching.max_batch);
+    cJSON_AddNumberToObject(o, "max_wait_ms", m->batching.max_wait_ms);
     return o;
 }

@@ -223,6 +223,7 @@ static cJSON *run_metrics(kiln_mlflow_client *c, const char *run_id, const kiln_
 }
 
 kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
+                                    const kiln_serve_batching *batching,
                                     const char *current_version, const kiln_logger *log,
                                     kiln_err *err)
 {
@@ -242,7 +243,8 @@ kiln_serve_model *srv_registry_load(const kiln_serve_config *cfg, int threads,
                                                    : (cfg->stage ? cfg->stage : "Production"),
                                  .alias = by_alias ? cfg->alias : NULL, .source = mv->source,
                                  .run_id = mv->run_id, .run_metrics = metrics};
-    if (!(m = kiln_serve_model_load(dir, srv_backend_name(cfg), threads, &o, err)))
+    if (!(m = kiln_serve_model_load_batched(dir, srv_backend_name(cfg), threads, batching, &o,
+                                            err)))
         kiln_err_wrap(err, "model '%s' version %s", mv->name, mv->version);
     else
         prune_cache(cfg, mv->name, mv->version, current_version, log);

@@ -24,6 +24,8 @@ void kiln_serve_config_default(kiln_serve_config *cfg)
     cfg->max_body_bytes = (size_t)20 << 20;
     cfg->max_pixels = 40000000;
     cfg->max_images = 32;
+    cfg->max_batch = 1;
+    cfg->max_wait_ms = 2;
     kiln_mlflow_config_default(&cfg->mlflow);
 }
 
@@ -48,6 +50,10 @@ static int check_config(kiln_serve_config *c, char *cache, size_t cache_size, ki
         c->poll_interval_s < 0 || c->shutdown_delay_s < 0)
         return kiln_err_set(err, KILN_EINVAL, "kiln-serve: threads, limits and intervals must "
                                               "be positive");
+    if (c->max_batch < 1 || c->max_batch > KILN_SERVE_MAX_BATCH || c->max_wait_ms < 0 ||
+        c->max_wait_ms > KILN_SERVE_MAX_WAIT_MS)
+        return kiln_err_set(err, KILN_EINVAL, "--max-batch must be in [1, %d] and --max-wait-ms "
+                            "in [0, %d]", KILN_SERVE_MAX_BATCH, KILN_SERVE_MAX_WAIT_MS);
     if (!c->model_dir && !c->mlflow.tracking_uri[0])
         return kiln_err_set(err, KILN_EINVAL,
                             "MLFLOW_TRACKING_URI is not set (needed to fetch '%s' from the "
@@ -64,24 +70,31 @@ static int check_config(kiln_serve_config *c, char *cache, size_t cache_size, ki
 
 const char *srv_backend_name(const kiln_serve_config *cfg)
 {
-    /* auto is the CPU: GPU serving (one forward per request, no dynamic
-     * batching yet) is opt-in with --device cuda. */
+    /* auto is the CPU: GPU serving (best with --max-batch) is opt-in with
+     * --device cuda. */
     return cfg->device && strcmp(cfg->device, "cuda") == 0 ? "cuda" : "cpu";
+}
+
+kiln_serve_batching srv_batching(const kiln_serve_config *cfg, srv_metrics *metrics)
+{
+    return (kiln_serve_batching){.max_batch = cfg->max_batch, .max_wait_ms = cfg->max_wait_ms,
+                                 .on_forward = srv_metrics_forward, .ctx = metrics};
 }
 
 static kiln_serve_model *load_now(kiln_serve_daemon *d, kiln_err *err)
 {
+    kiln_serve_batching b = srv_batching(&d->cfg, d->metrics);
     if (d->cfg.model_dir) {
         kiln_serve_model_origin o = {.name = d->cfg.model_name, .source = d->cfg.model_dir};
-        return kiln_serve_model_load(d->cfg.model_dir, srv_backend_name(&d->cfg), d->cfg.threads,
-                                     &o, err);
+        return kiln_serve_model_load_batched(d->cfg.model_dir, srv_backend_name(&d->cfg),
+                                             d->cfg.threads, &b, &o, err);
     }
     kiln_serve_model *cur = srv_acquire(d);
     char version[64] = "";
     if (cur)
         snprintf(version, sizeof version, "%s", kiln_serve_model_version(cur));
     kiln_serve_model_unref(cur);
-    return srv_registry_load(&d->cfg, d->cfg.threads, version, d->log, err);
+    return srv_registry_load(&d->cfg, d->cfg.threads, &b, version, d->log, err);
 }
 
 int kiln_serve_daemon_reload(kiln_serve_daemon *d, kiln_err *err)
