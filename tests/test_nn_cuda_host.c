@@ -238,19 +238,19 @@ static void test_conv_dims(void **state)
     kiln_err err = {0};
     float buf[4];
     kiln_conv_desc bad = {6, 4, 3, 1, 1, 4};
-    kt_expect_fail(cuda_check_conv("conv_forward", &bad, 1, 8, 8, buf, buf, buf, &err), &err,
+    kt_expect_fail(kiln_nn_check_conv("conv_forward", &bad, 1, 8, 8, buf, buf, buf, &err), &err,
                    KILN_EINVAL, "multiples of groups 4");
     bad = (kiln_conv_desc){4, 4, 5, 1, 0, 1};
-    kt_expect_fail(cuda_check_conv("conv_forward", &bad, 1, 3, 3, buf, buf, buf, &err), &err,
+    kt_expect_fail(kiln_nn_check_conv("conv_forward", &bad, 1, 3, 3, buf, buf, buf, &err), &err,
                    KILN_EINVAL, "smaller than the 5x5 kernel");
-    kt_expect_fail(cuda_check_conv("conv_forward", &stem, 1, 8, 8, buf, NULL, buf, &err), &err,
+    kt_expect_fail(kiln_nn_check_conv("conv_forward", &stem, 1, 8, 8, buf, NULL, buf, &err), &err,
                    KILN_EINVAL, "argument 2 is NULL");
-    kt_expect_fail(cuda_check_conv("conv_forward", NULL, 1, 8, 8, buf, buf, buf, &err), &err,
+    kt_expect_fail(kiln_nn_check_conv("conv_forward", NULL, 1, 8, 8, buf, buf, buf, &err), &err,
                    KILN_EINVAL, "NULL conv descriptor");
-    kt_expect_ok(cuda_check_conv("conv_forward", &stem, 0, 8, 8, buf, buf, buf, &err), &err,
+    kt_expect_ok(kiln_nn_check_conv("conv_forward", &stem, 0, 8, 8, buf, buf, buf, &err), &err,
                  "n 0");
-    kt_expect_fail(cuda_check_dims(&err, "op", 1, -2, 3), &err, KILN_EINVAL, "negative size");
-    kt_expect_fail(cuda_check_dims(&err, "op", 1, 2, 1LL << 40), &err, KILN_EINVAL, "too large");
+    kt_expect_fail(kiln_nn_check_dims(&err, "op", 1, -2, 3), &err, KILN_EINVAL, "negative size");
+    kt_expect_fail(kiln_nn_check_dims(&err, "op", 1, 2, 1LL << 40), &err, KILN_EINVAL, "too large");
 }
 
 static void test_algo_pick(void **state)

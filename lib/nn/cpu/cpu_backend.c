@@ -1,7 +1,6 @@
 /* lib/nn/cpu/cpu_backend.c — the CPU backend's life cycle, memory ops,
  * scratch buffers and the ops table. */
 #include <cblas.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -159,30 +158,6 @@ size_t cpu_units_per_item(const cpu_impl *c, size_t units, size_t unit_floats, s
 size_t cpu_chunk_floats(const cpu_impl *c, size_t count, size_t min_floats)
 {
     return cpu_round_up(cpu_div_up(count, cpu_split(c, count, min_floats)), CPU_VEC_PAD);
-}
-
-int cpu_check_ptrs(kiln_err *err, const char *op, int n, ...)
-{
-    va_list ap;
-    va_start(ap, n);
-    int bad = -1;
-    for (int i = 0; i < n; i++) {
-        if (!va_arg(ap, const void *) && bad < 0)
-            bad = i;
-    }
-    va_end(ap);
-    if (bad >= 0)
-        return kiln_err_set(err, KILN_EINVAL, "%s: buffer argument %d is NULL", op, bad + 1);
-    return KILN_OK;
-}
-
-int cpu_check_dims(kiln_err *err, const char *op, long long a, long long b, long long c)
-{
-    if (a < 0 || b < 0 || c < 0)
-        return kiln_err_set(err, KILN_EINVAL, "%s: negative size (%lld, %lld, %lld)", op, a, b, c);
-    if (a > INT32_MAX || b > INT32_MAX || c > INT32_MAX)
-        return kiln_err_set(err, KILN_EINVAL, "%s: size too large", op);
-    return KILN_OK;
 }
 
 static void cpu_destroy(kiln_nn_backend *be)

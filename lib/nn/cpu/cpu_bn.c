@@ -28,7 +28,7 @@ typedef struct bn_ctx {
 
 static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
 {
-    int rc = cpu_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
     if (rc)
         return rc;
     if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
@@ -160,7 +160,7 @@ int cpu_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float 
                             "bn_forward_train: expected more than 1 value per channel when "
                             "training, got n %d × hw %d",
                             n, hw);
-    if ((rc = cpu_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean, running_var,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean, running_var,
                              y, save_mean, save_invstd)))
         return rc;
     bn_ctx b = {.x = x,
@@ -206,7 +206,7 @@ int cpu_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *
         return rc;
     if ((long long)n * c * hw == 0)
         return KILN_OK;
-    if ((rc = cpu_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean, running_var,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean, running_var,
                              y)))
         return rc;
     bn_ctx b = {.x = x,
@@ -294,7 +294,7 @@ int cpu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, c
         return rc;
     if (c == 0)
         return KILN_OK;
-    if ((rc = cpu_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
                              dgamma, dbeta)))
         return rc;
     bn_ctx b = {.x = x,

@@ -15,28 +15,6 @@ static int imin(int a, int b)
     return a < b ? a : b;
 }
 
-static int conv_check(const char *op, const kiln_conv_desc *d, int n, int h, int w, const void *a,
-                      const void *b, const void *c, kiln_err *err)
-{
-    if (!d)
-        return kiln_err_set(err, KILN_EINVAL, "%s: NULL conv descriptor", op);
-    if (d->in_c < 1 || d->out_c < 1 || d->k < 1 || d->stride < 1 || d->pad < 0 || d->groups < 1)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: bad conv (in_c %d, out_c %d, k %d, stride %d, pad %d, groups %d)",
-                            op, d->in_c, d->out_c, d->k, d->stride, d->pad, d->groups);
-    if (d->in_c % d->groups || d->out_c % d->groups)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: in_c %d and out_c %d must be multiples of groups %d", op, d->in_c,
-                            d->out_c, d->groups);
-    if (n < 0 || h < 1 || w < 1)
-        return kiln_err_set(err, KILN_EINVAL, "%s: bad input shape n %d, h %d, w %d", op, n, h, w);
-    if (h + 2 * d->pad < d->k || w + 2 * d->pad < d->k)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: a %dx%d input with pad %d is smaller than the %dx%d kernel", op, h,
-                            w, d->pad, d->k, d->k);
-    return cpu_check_ptrs(err, op, 3, a, b, c);
-}
-
 static int is_depthwise(const kiln_conv_desc *d)
 {
     return d->groups > 1 && d->groups == d->in_c && d->in_c == d->out_c && d->k <= CPU_DW_MAX_K &&
@@ -390,7 +368,7 @@ static int conv_apply(kiln_nn_backend *be, int data, const kiln_conv_desc *d, in
                       const float *in, const float *weight, float *out, kiln_err *err)
 {
     const char *op = data ? "conv_backward_data" : "conv_forward";
-    int rc = conv_check(op, d, n, h, w, in, weight, out, err);
+    int rc = kiln_nn_check_conv(op, d, n, h, w, in, weight, out, err);
     if (rc)
         return rc;
     cpu_impl *c = cpu_of(be);
@@ -432,7 +410,7 @@ int cpu_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, 
 int cpu_conv_backward_filter(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                              const float *x, const float *dy, float *dweight, kiln_err *err)
 {
-    int rc = conv_check("conv_backward_filter", d, n, h, w, x, dy, dweight, err);
+    int rc = kiln_nn_check_conv("conv_backward_filter", d, n, h, w, x, dy, dweight, err);
     if (rc)
         return rc;
     cpu_impl *c = cpu_of(be);

@@ -211,7 +211,7 @@ int cpu_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float
         return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
     if (n == 0 || per_sample == 0)
         return KILN_OK;
-    if (cpu_check_ptrs(err, "scale_samples", 3, x, scale, y))
+    if (kiln_nn_check_ptrs(err, "scale_samples", 3, x, scale, y))
         return KILN_EINVAL;
     samples_ctx e = {cpu_of(be), per_sample, x, scale, y};
     if ((size_t)n * per_sample < EW_MIN_PER_ITEM) {

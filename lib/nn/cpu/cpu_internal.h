@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/backend_check.h"
 #include "common/err.h"
 #include "common/pool.h"
 #include "nn/backend.h"
@@ -153,11 +154,6 @@ size_t cpu_units_per_item(const cpu_impl *c, size_t units, size_t unit_floats, s
 /* Floats per item when `count` floats are cut into vector-aligned chunks
  * of at least `min_floats`; run cpu_div_up(count, result) items. */
 size_t cpu_chunk_floats(const cpu_impl *c, size_t count, size_t min_floats);
-
-/* Argument checks shared by the ops; each returns KILN_OK or KILN_EINVAL
- * with a message naming the op. */
-int cpu_check_ptrs(kiln_err *err, const char *op, int n, ...);
-int cpu_check_dims(kiln_err *err, const char *op, long long a, long long b, long long c);
 
 /* Ops, one group per file. */
 int cpu_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,

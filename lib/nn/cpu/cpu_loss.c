@@ -11,7 +11,7 @@ int cpu_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const flo
                               double *host_loss, kiln_err *err)
 {
     (void)be;
-    int rc = cpu_check_dims(err, "xent_forward_backward", n, classes, 0);
+    int rc = kiln_nn_check_dims(err, "xent_forward_backward", n, classes, 0);
     if (rc)
         return rc;
     if (n < 1 || classes < 1)
@@ -22,7 +22,7 @@ int cpu_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const flo
         return kiln_err_set(err, KILN_EINVAL,
                             "xent_forward_backward: label smoothing %g is not in [0, 1]",
                             (double)ls);
-    if ((rc = cpu_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
+    if ((rc = kiln_nn_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
                              host_loss)))
         return rc;
     for (int i = 0; i < n; i++)

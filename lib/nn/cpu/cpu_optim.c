@@ -81,7 +81,7 @@ int cpu_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float 
                             (long long)step);
     if (count == 0)
         return KILN_OK;
-    int rc = cpu_check_ptrs(err, "adamw_step", 4, param, grad, m, v);
+    int rc = kiln_nn_check_ptrs(err, "adamw_step", 4, param, grad, m, v);
     if (rc)
         return rc;
     double bc1 = 1.0 - pow((double)beta1, (double)step);

@@ -53,7 +53,7 @@ static int rows_item(void *arg, size_t item, int worker)
 static int rows_run(kiln_nn_backend *be, const char *op, rows_ctx *r, int n, int c, int hw,
                     kiln_err *err)
 {
-    int rc = cpu_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
     if (rc)
         return rc;
     if (hw == 0 && (r->kind == AVG_FWD || r->kind == AVG_BWD))
@@ -71,7 +71,7 @@ static int rows_run(kiln_nn_backend *be, const char *op, rows_ctx *r, int n, int
 int cpu_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
                         kiln_err *err)
 {
-    int rc = cpu_check_ptrs(err, "avgpool_forward", 2, x, y);
+    int rc = kiln_nn_check_ptrs(err, "avgpool_forward", 2, x, y);
     if (rc)
         return rc;
     rows_ctx r = {.x = x, .y = y, .kind = AVG_FWD};
@@ -81,7 +81,7 @@ int cpu_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *
 int cpu_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float *dy, float *dx,
                          kiln_err *err)
 {
-    int rc = cpu_check_ptrs(err, "avgpool_backward", 2, dy, dx);
+    int rc = kiln_nn_check_ptrs(err, "avgpool_backward", 2, dy, dx);
     if (rc)
         return rc;
     rows_ctx r = {.dy = dy, .dx = dx, .kind = AVG_BWD};
@@ -91,7 +91,7 @@ int cpu_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float 
 int cpu_scale_channels_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
                                const float *s, float *y, kiln_err *err)
 {
-    int rc = cpu_check_ptrs(err, "scale_channels_forward", 3, x, s, y);
+    int rc = kiln_nn_check_ptrs(err, "scale_channels_forward", 3, x, s, y);
     if (rc)
         return rc;
     rows_ctx r = {.x = x, .s = s, .y = y, .kind = SCALE_FWD};
@@ -102,7 +102,7 @@ int cpu_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw, const
                                 const float *s, const float *dy, float *dx, float *ds,
                                 kiln_err *err)
 {
-    int rc = cpu_check_ptrs(err, "scale_channels_backward", 5, x, s, dy, dx, ds);
+    int rc = kiln_nn_check_ptrs(err, "scale_channels_backward", 5, x, s, dy, dx, ds);
     if (rc)
         return rc;
     rows_ctx r = {.x = x, .s = s, .dy = dy, .dx = dx, .ds = ds, .kind = SCALE_BWD};
@@ -175,7 +175,7 @@ static void gemm_par(cpu_impl *c, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE 
 
 static int linear_check(const char *op, int n, int in, int out, kiln_err *err)
 {
-    int rc = cpu_check_dims(err, op, n, in, out);
+    int rc = kiln_nn_check_dims(err, op, n, in, out);
     if (rc)
         return rc;
     if (in < 1 || out < 1)
@@ -189,7 +189,7 @@ int cpu_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float 
     int rc = linear_check("linear_forward", n, in, out, err);
     if (rc || n == 0)
         return rc;
-    if ((rc = cpu_check_ptrs(err, "linear_forward", 3, x, weight, y)))
+    if ((rc = kiln_nn_check_ptrs(err, "linear_forward", 3, x, weight, y)))
         return rc;
     if (bias) {
         for (int i = 0; i < n; i++)
@@ -207,7 +207,7 @@ int cpu_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float
     int rc = linear_check("linear_backward", n, in, out, err);
     if (rc)
         return rc;
-    if ((rc = cpu_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
+    if ((rc = kiln_nn_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
         return rc;
     cpu_impl *c = cpu_of(be);
     if (n == 0) {

@@ -14,7 +14,7 @@
 
 static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
 {
-    int rc = cuda_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
     if (rc)
         return rc;
     if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
@@ -50,7 +50,7 @@ int cuda_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float
                             "bn_forward_train: expected more than 1 value per channel when "
                             "training, got n %d × hw %d",
                             n, hw);
-    if ((rc = cuda_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean,
                               running_var, y, save_mean, save_invstd)))
         return rc;
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
@@ -74,7 +74,7 @@ int cuda_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float 
         return rc;
     if ((long long)n * c * hw == 0)
         return KILN_OK;
-    if ((rc = cuda_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean,
                               running_var, y)))
         return rc;
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
@@ -97,7 +97,7 @@ int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, 
         return rc;
     if (c == 0)
         return KILN_OK;
-    if ((rc = cuda_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
+    if ((rc = kiln_nn_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
                               dgamma, dbeta)))
         return rc;
     if ((long long)n * hw == 0) {

@@ -180,7 +180,7 @@ static int conv_run(kiln_nn_backend *be, int dir, const kiln_conv_desc *d, int n
 {
     cuda_impl *c = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = cuda_check_conv(dir_name(dir), d, n, h, w, a, b, out, err);
+    int rc = kiln_nn_check_conv(dir_name(dir), d, n, h, w, a, b, out, err);
     if (rc)
         return rc;
     if (n == 0) {

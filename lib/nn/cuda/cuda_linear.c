@@ -11,7 +11,7 @@
 
 static int linear_check(const char *op, int n, int in, int out, kiln_err *err)
 {
-    int rc = cuda_check_dims(err, op, n, in, out);
+    int rc = kiln_nn_check_dims(err, op, n, in, out);
     if (rc)
         return rc;
     if (in < 1 || out < 1)
@@ -27,7 +27,7 @@ int cuda_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float
     int rc = linear_check("linear_forward", n, in, out, err);
     if (rc || n == 0)
         return rc;
-    if ((rc = cuda_check_ptrs(err, "linear_forward", 3, x, weight, y)))
+    if ((rc = kiln_nn_check_ptrs(err, "linear_forward", 3, x, weight, y)))
         return rc;
     if (bias)
         KILN_CUDA(cuda_launch_bias_rows(c->stream, n, out, bias, y));
@@ -46,7 +46,7 @@ int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const floa
     int rc = linear_check("linear_backward", n, in, out, err);
     if (rc)
         return rc;
-    if ((rc = cuda_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
+    if ((rc = kiln_nn_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
         return rc;
     if (n == 0) {
         KILN_CUDA(cudaMemsetAsync(dweight, 0, (size_t)in * out * sizeof *dweight, c->stream));

@@ -121,7 +121,7 @@ int cuda_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const floa
         return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
     if (n == 0 || per_sample == 0)
         return KILN_OK;
-    if (cuda_check_ptrs(err, "scale_samples", 3, x, scale, y))
+    if (kiln_nn_check_ptrs(err, "scale_samples", 3, x, scale, y))
         return KILN_EINVAL;
     KILN_CUDA(cuda_launch_scale_samples(cuda_of(be)->stream, n, per_sample, x, scale, y));
 fail:
@@ -135,7 +135,7 @@ static int rows_op(kiln_nn_backend *be, const char *op, int kind, int n, int c, 
                    const float *x, const float *s, const float *dy, float *y, float *dx,
                    float *ds, kiln_err *err)
 {
-    int rc = cuda_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
     if (rc)
         return rc;
     if (hw == 0 && (kind == AVG_FWD || kind == AVG_BWD))
@@ -165,7 +165,7 @@ fail:
 int cuda_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
                          kiln_err *err)
 {
-    int rc = cuda_check_ptrs(err, "avgpool_forward", 2, x, y);
+    int rc = kiln_nn_check_ptrs(err, "avgpool_forward", 2, x, y);
     return rc ? rc : rows_op(be, "avgpool_forward", AVG_FWD, n, c, hw, x, NULL, NULL, y, NULL,
                              NULL, err);
 }
@@ -173,7 +173,7 @@ int cuda_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float 
 int cuda_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float *dy, float *dx,
                           kiln_err *err)
 {
-    int rc = cuda_check_ptrs(err, "avgpool_backward", 2, dy, dx);
+    int rc = kiln_nn_check_ptrs(err, "avgpool_backward", 2, dy, dx);
     return rc ? rc : rows_op(be, "avgpool_backward", AVG_BWD, n, c, hw, NULL, NULL, dy, NULL, dx,
                              NULL, err);
 }
@@ -181,7 +181,7 @@ int cuda_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float
 int cuda_scale_channels_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
                                 const float *s, float *y, kiln_err *err)
 {
-    int rc = cuda_check_ptrs(err, "scale_channels_forward", 3, x, s, y);
+    int rc = kiln_nn_check_ptrs(err, "scale_channels_forward", 3, x, s, y);
     return rc ? rc : rows_op(be, "scale_channels_forward", SCALE_FWD, n, c, hw, x, s, NULL, y,
                              NULL, NULL, err);
 }
@@ -190,7 +190,7 @@ int cuda_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw, cons
                                  const float *s, const float *dy, float *dx, float *ds,
                                  kiln_err *err)
 {
-    int rc = cuda_check_ptrs(err, "scale_channels_backward", 5, x, s, dy, dx, ds);
+    int rc = kiln_nn_check_ptrs(err, "scale_channels_backward", 5, x, s, dy, dx, ds);
     return rc ? rc : rows_op(be, "scale_channels_backward", SCALE_BWD, n, c, hw, x, s, dy, NULL,
                              dx, ds, err);
 }
@@ -202,7 +202,7 @@ int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const fl
                                double *host_loss, kiln_err *err)
 {
     cuda_impl *c = cuda_of(be);
-    int rc = cuda_check_dims(err, "xent_forward_backward", n, classes, 0);
+    int rc = kiln_nn_check_dims(err, "xent_forward_backward", n, classes, 0);
     if (rc)
         return rc;
     if (n < 1 || classes < 1)
@@ -213,7 +213,7 @@ int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const fl
         return kiln_err_set(err, KILN_EINVAL,
                             "xent_forward_backward: label smoothing %g is not in [0, 1]",
                             (double)ls);
-    if ((rc = cuda_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
+    if ((rc = kiln_nn_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
                               host_loss)))
         return rc;
     /* Host scratch: n doubles of row losses, then n int32 labels. */
@@ -282,7 +282,7 @@ int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float
                             (long long)step);
     if (count == 0)
         return KILN_OK;
-    if ((rc = cuda_check_ptrs(err, "adamw_step", 4, param, grad, m, v)))
+    if ((rc = kiln_nn_check_ptrs(err, "adamw_step", 4, param, grad, m, v)))
         return rc;
     /* The scalars PyTorch computes in Python, in double, rounded once. */
     double bc1 = 1.0 - pow((double)beta1, (double)step);

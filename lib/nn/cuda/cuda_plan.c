@@ -1,57 +1,11 @@
 /* lib/nn/cuda/cuda_plan.c — see cuda_plan.h. Plain C: built into the core
  * library (for the host tests) and into libkiln_cuda.so. */
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/cuda/cuda_plan.h"
 
-int cuda_check_ptrs(kiln_err *err, const char *op, int n, ...)
-{
-    va_list ap;
-    va_start(ap, n);
-    int bad = -1;
-    for (int i = 0; i < n; i++) {
-        if (!va_arg(ap, const void *) && bad < 0)
-            bad = i;
-    }
-    va_end(ap);
-    if (bad >= 0)
-        return kiln_err_set(err, KILN_EINVAL, "%s: buffer argument %d is NULL", op, bad + 1);
-    return KILN_OK;
-}
-
-int cuda_check_dims(kiln_err *err, const char *op, long long a, long long b, long long c)
-{
-    if (a < 0 || b < 0 || c < 0)
-        return kiln_err_set(err, KILN_EINVAL, "%s: negative size (%lld, %lld, %lld)", op, a, b, c);
-    if (a > INT32_MAX || b > INT32_MAX || c > INT32_MAX)
-        return kiln_err_set(err, KILN_EINVAL, "%s: size too large", op);
-    return KILN_OK;
-}
-
-int cuda_check_conv(const char *op, const kiln_conv_desc *d, int n, int h, int w, const void *a,
-                    const void *b, const void *c, kiln_err *err)
-{
-    if (!d)
-        return kiln_err_set(err, KILN_EINVAL, "%s: NULL conv descriptor", op);
-    if (d->in_c < 1 || d->out_c < 1 || d->k < 1 || d->stride < 1 || d->pad < 0 || d->groups < 1)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: bad conv (in_c %d, out_c %d, k %d, stride %d, pad %d, groups %d)",
-                            op, d->in_c, d->out_c, d->k, d->stride, d->pad, d->groups);
-    if (d->in_c % d->groups || d->out_c % d->groups)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: in_c %d and out_c %d must be multiples of groups %d", op, d->in_c,
-                            d->out_c, d->groups);
-    if (n < 0 || h < 1 || w < 1)
-        return kiln_err_set(err, KILN_EINVAL, "%s: bad input shape n %d, h %d, w %d", op, n, h, w);
-    if (h + 2 * d->pad < d->k || w + 2 * d->pad < d->k)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "%s: a %dx%d input with pad %d is smaller than the %dx%d kernel", op, h,
-                            w, d->pad, d->k, d->k);
-    return cuda_check_ptrs(err, op, 3, a, b, c);
-}
 
 void cuda_conv_key_make(cuda_conv_key *key, const kiln_conv_desc *d, int n, int h, int w)
 {

@@ -1,8 +1,6 @@
 /* lib/nn/cuda/cuda_plan.h — the CUDA backend's bookkeeping that needs no
  * GPU, so it is compiled into the core library too and tested on any
  * machine (tests/test_nn_cuda_host.c):
- *  - argument checks shared by the ops (the same messages and codes as
- *    the CPU oracle, so both backends refuse the same calls);
  *  - the dimensions of the cuDNN descriptors of a convolution;
  *  - the per-shape cache of convolution plans (descriptors and the
  *    algorithms chosen once by cudnnFind or the heuristics);
@@ -15,16 +13,7 @@
 
 #include "common/err.h"
 #include "nn/backend.h"
-
-/* --- argument checks ------------------------------------------------- */
-
-/* KILN_EINVAL naming `op` when one of the n pointers is NULL. */
-int cuda_check_ptrs(kiln_err *err, const char *op, int n, ...);
-/* KILN_EINVAL for a negative or larger-than-int32 size. */
-int cuda_check_dims(kiln_err *err, const char *op, long long a, long long b, long long c);
-/* The conv checks of the CPU backend (descriptor, shape, kernel fits). */
-int cuda_check_conv(const char *op, const kiln_conv_desc *d, int n, int h, int w, const void *a,
-                    const void *b, const void *c, kiln_err *err);
+#include "nn/backend_check.h" /* the ops' argument checks, shared with the CPU backend */
 
 /* --- convolution shapes ------------------------------------------------ */
 
