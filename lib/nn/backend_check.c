@@ -49,3 +49,52 @@ int kiln_nn_check_conv(const char *op, const kiln_conv_desc *d, int n, int h, in
                             w, d->pad, d->k, d->k);
     return kiln_nn_check_ptrs(err, op, 3, a, b, c);
 }
+
+int kiln_nn_check_sgd(size_t count, const float *param, const float *grad,
+                      const float *momentum_buf, float lr, float momentum, int nesterov,
+                      float weight_decay, kiln_err *err)
+{
+    if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "sgd_step: lr %g, momentum %g and weight decay %g must be >= 0",
+                            (double)lr, (double)momentum, (double)weight_decay);
+    if (nesterov && momentum == 0.0f)
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: nesterov needs a momentum");
+    if (count == 0)
+        return KILN_OK;
+    if (!param || !grad || (momentum != 0.0f && !momentum_buf))
+        return kiln_err_set(err, KILN_EINVAL, "sgd_step: NULL buffer");
+    return KILN_OK;
+}
+
+int kiln_nn_check_adamw(float lr, float beta1, float beta2, float eps, float weight_decay,
+                        int64_t step, kiln_err *err)
+{
+    if (!(lr >= 0.0f) || !(eps >= 0.0f) || !(weight_decay >= 0.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "adamw_step: lr %g, eps %g and weight decay %g must be >= 0",
+                            (double)lr, (double)eps, (double)weight_decay);
+    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: betas %g, %g are not in [0, 1)",
+                            (double)beta1, (double)beta2);
+    if (step < 1)
+        return kiln_err_set(err, KILN_EINVAL, "adamw_step: step %lld must count from 1",
+                            (long long)step);
+    return KILN_OK;
+}
+
+int kiln_nn_check_xent(int n, int classes, float ls, kiln_err *err)
+{
+    int rc = kiln_nn_check_dims(err, "xent_forward_backward", n, classes, 0);
+    if (rc)
+        return rc;
+    if (n < 1 || classes < 1)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "xent_forward_backward: need n >= 1 and classes >= 1, got %d, %d", n,
+                            classes);
+    if (!(ls >= 0.0f && ls <= 1.0f))
+        return kiln_err_set(err, KILN_EINVAL,
+                            "xent_forward_backward: label smoothing %g is not in [0, 1]",
+                            (double)ls);
+    return KILN_OK;
+}

@@ -11,17 +11,9 @@ int cpu_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const flo
                               double *host_loss, kiln_err *err)
 {
     (void)be;
-    int rc = kiln_nn_check_dims(err, "xent_forward_backward", n, classes, 0);
+    int rc = kiln_nn_check_xent(n, classes, ls, err);
     if (rc)
         return rc;
-    if (n < 1 || classes < 1)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "xent_forward_backward: need n >= 1 and classes >= 1, got %d, %d", n,
-                            classes);
-    if (!(ls >= 0.0f && ls <= 1.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "xent_forward_backward: label smoothing %g is not in [0, 1]",
-                            (double)ls);
     if ((rc = kiln_nn_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
                              host_loss)))
         return rc;

@@ -45,16 +45,10 @@ int cpu_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *g
                  float *momentum_buf, float lr, float momentum, int nesterov, float weight_decay,
                  kiln_err *err)
 {
-    if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "sgd_step: lr %g, momentum %g and weight decay %g must be >= 0",
-                            (double)lr, (double)momentum, (double)weight_decay);
-    if (nesterov && momentum == 0.0f)
-        return kiln_err_set(err, KILN_EINVAL, "sgd_step: nesterov needs a momentum");
-    if (count == 0)
-        return KILN_OK;
-    if (!param || !grad || (momentum != 0.0f && !momentum_buf))
-        return kiln_err_set(err, KILN_EINVAL, "sgd_step: NULL buffer");
+    int rc = kiln_nn_check_sgd(count, param, grad, momentum_buf, lr, momentum, nesterov,
+                               weight_decay, err);
+    if (rc != KILN_OK || count == 0)
+        return rc;
     opt_ctx o = {
         .count = count,
         .param = param,
@@ -69,16 +63,8 @@ int cpu_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float 
                    float *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                    int64_t step, kiln_err *err)
 {
-    if (!(lr >= 0.0f) || !(eps >= 0.0f) || !(weight_decay >= 0.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "adamw_step: lr %g, eps %g and weight decay %g must be >= 0",
-                            (double)lr, (double)eps, (double)weight_decay);
-    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
-        return kiln_err_set(err, KILN_EINVAL, "adamw_step: betas %g, %g are not in [0, 1)",
-                            (double)beta1, (double)beta2);
-    if (step < 1)
-        return kiln_err_set(err, KILN_EINVAL, "adamw_step: step %lld must count from 1",
-                            (long long)step);
+    if (kiln_nn_check_adamw(lr, beta1, beta2, eps, weight_decay, step, err) != KILN_OK)
+        return KILN_EINVAL;
     if (count == 0)
         return KILN_OK;
     int rc = kiln_nn_check_ptrs(err, "adamw_step", 4, param, grad, m, v);

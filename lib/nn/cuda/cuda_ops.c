@@ -202,17 +202,9 @@ int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const fl
                                double *host_loss, kiln_err *err)
 {
     cuda_impl *c = cuda_of(be);
-    int rc = kiln_nn_check_dims(err, "xent_forward_backward", n, classes, 0);
+    int rc = kiln_nn_check_xent(n, classes, ls, err);
     if (rc)
         return rc;
-    if (n < 1 || classes < 1)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "xent_forward_backward: need n >= 1 and classes >= 1, got %d, %d", n,
-                            classes);
-    if (!(ls >= 0.0f && ls <= 1.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "xent_forward_backward: label smoothing %g is not in [0, 1]",
-                            (double)ls);
     if ((rc = kiln_nn_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
                               host_loss)))
         return rc;
@@ -247,17 +239,10 @@ int cuda_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *
                   float *momentum_buf, float lr, float momentum, int nesterov, float weight_decay,
                   kiln_err *err)
 {
-    int rc = KILN_OK;
-    if (!(lr >= 0.0f) || !(momentum >= 0.0f) || !(weight_decay >= 0.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "sgd_step: lr %g, momentum %g and weight decay %g must be >= 0",
-                            (double)lr, (double)momentum, (double)weight_decay);
-    if (nesterov && momentum == 0.0f)
-        return kiln_err_set(err, KILN_EINVAL, "sgd_step: nesterov needs a momentum");
-    if (count == 0)
-        return KILN_OK;
-    if (!param || !grad || (momentum != 0.0f && !momentum_buf))
-        return kiln_err_set(err, KILN_EINVAL, "sgd_step: NULL buffer");
+    int rc = kiln_nn_check_sgd(count, param, grad, momentum_buf, lr, momentum, nesterov,
+                               weight_decay, err);
+    if (rc != KILN_OK || count == 0)
+        return rc;
     cuda_sgd_args a = {.lr = lr, .momentum = momentum, .wd = weight_decay,
                        .nesterov = nesterov != 0};
     KILN_CUDA(cuda_launch_sgd(cuda_of(be)->stream, count, param, grad, momentum_buf, &a));
@@ -270,16 +255,8 @@ int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float
                     int64_t step, kiln_err *err)
 {
     int rc = KILN_OK;
-    if (!(lr >= 0.0f) || !(eps >= 0.0f) || !(weight_decay >= 0.0f))
-        return kiln_err_set(err, KILN_EINVAL,
-                            "adamw_step: lr %g, eps %g and weight decay %g must be >= 0",
-                            (double)lr, (double)eps, (double)weight_decay);
-    if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
-        return kiln_err_set(err, KILN_EINVAL, "adamw_step: betas %g, %g are not in [0, 1)",
-                            (double)beta1, (double)beta2);
-    if (step < 1)
-        return kiln_err_set(err, KILN_EINVAL, "adamw_step: step %lld must count from 1",
-                            (long long)step);
+    if (kiln_nn_check_adamw(lr, beta1, beta2, eps, weight_decay, step, err) != KILN_OK)
+        return KILN_EINVAL;
     if (count == 0)
         return KILN_OK;
     if ((rc = kiln_nn_check_ptrs(err, "adamw_step", 4, param, grad, m, v)))
