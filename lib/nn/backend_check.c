@@ -28,8 +28,8 @@ int kiln_nn_check_dims(kiln_err *err, const char *op, long long a, long long b, 
     return KILN_OK;
 }
 
-int kiln_nn_check_conv(const char *op, const kiln_conv_desc *d, int n, int h, int w,
-                       const void *a, const void *b, const void *c, kiln_err *err)
+int kiln_nn_check_conv(const char *op, const kiln_conv_desc *d, int n, int h, int w, const void *a,
+                       const void *b, const void *c, kiln_err *err)
 {
     if (!d)
         return kiln_err_set(err, KILN_EINVAL, "%s: NULL conv descriptor", op);
@@ -97,4 +97,131 @@ int kiln_nn_check_xent(int n, int classes, float ls, kiln_err *err)
                             "xent_forward_backward: label smoothing %g is not in [0, 1]",
                             (double)ls);
     return KILN_OK;
+}
+
+int kiln_nn_check_ew(const char *op, size_t count, int inputs, const float *a, const float *b,
+                     const float *y, kiln_err *err)
+{
+    if (count == 0)
+        return KILN_OK;
+    if ((inputs >= 1 && !a) || (inputs >= 2 && !b) || !y)
+        return kiln_err_set(err, KILN_EINVAL, "%s: NULL buffer", op);
+    return KILN_OK;
+}
+
+int kiln_nn_check_mask(size_t count, float p, const float *mask, kiln_err *err)
+{
+    if (!(p >= 0.0f && p < 1.0f))
+        return kiln_err_set(err, KILN_EINVAL, "mask: drop probability %g is not in [0, 1)",
+                            (double)p);
+    if (count && !mask)
+        return kiln_err_set(err, KILN_EINVAL, "mask: NULL buffer");
+    return KILN_OK;
+}
+
+int kiln_nn_check_sum_squares(size_t count, const float *x, const double *host_out, kiln_err *err)
+{
+    if (!host_out || (count && !x))
+        return kiln_err_set(err, KILN_EINVAL, "sum_squares: NULL buffer");
+    return KILN_OK;
+}
+
+int kiln_nn_check_scale_samples(int n, size_t per_sample, const float *x, const float *scale,
+                                const float *y, kiln_err *err)
+{
+    if (n < 0)
+        return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
+    if (n == 0 || per_sample == 0)
+        return KILN_OK;
+    return kiln_nn_check_ptrs(err, "scale_samples", 3, x, scale, y);
+}
+
+int kiln_nn_check_rows(const char *op, int average, int n, int c, int hw, kiln_err *err)
+{
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
+    if (rc)
+        return rc;
+    if (average && hw == 0)
+        return kiln_err_set(err, KILN_EINVAL, "%s: cannot average over 0 pixels", op);
+    return KILN_OK;
+}
+
+/* Sizes every batch-norm op takes: the element count bounded far below
+ * what size_t indexing and cuDNN's int64 descriptors allow. */
+static int check_bn_shape(const char *op, int n, int c, int hw, kiln_err *err)
+{
+    int rc = kiln_nn_check_dims(err, op, n, c, hw);
+    if (rc)
+        return rc;
+    if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
+        return kiln_err_set(err, KILN_EINVAL, "%s: tensor too large", op);
+    return KILN_OK;
+}
+
+int kiln_nn_check_bn_train(int n, int c, int hw, const float *x, const float *gamma,
+                           const float *beta, const float *running_mean, const float *running_var,
+                           const float *y, const float *save_mean, const float *save_invstd,
+                           kiln_err *err)
+{
+    int rc = check_bn_shape("bn_forward_train", n, c, hw, err);
+    if (rc || c == 0)
+        return rc;
+    if ((long long)n * hw < 2)
+        return kiln_err_set(err, KILN_EINVAL,
+                            "bn_forward_train: expected more than 1 value per channel when "
+                            "training, got n %d × hw %d",
+                            n, hw);
+    return kiln_nn_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean, running_var,
+                              y, save_mean, save_invstd);
+}
+
+int kiln_nn_check_bn_eval(int n, int c, int hw, const float *x, const float *gamma,
+                          const float *beta, const float *running_mean, const float *running_var,
+                          const float *y, kiln_err *err)
+{
+    int rc = check_bn_shape("bn_forward_eval", n, c, hw, err);
+    if (rc || (long long)n * c * hw == 0)
+        return rc;
+    return kiln_nn_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean, running_var,
+                              y);
+}
+
+int kiln_nn_check_bn_backward(int n, int c, int hw, const float *x, const float *dy,
+                              const float *gamma, const float *save_mean, const float *save_invstd,
+                              const float *dx, const float *dgamma, const float *dbeta,
+                              kiln_err *err)
+{
+    int rc = check_bn_shape("bn_backward", n, c, hw, err);
+    if (rc || c == 0)
+        return rc;
+    return kiln_nn_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
+                              dgamma, dbeta);
+}
+
+static int check_linear_shape(const char *op, int n, int in, int out, kiln_err *err)
+{
+    int rc = kiln_nn_check_dims(err, op, n, in, out);
+    if (rc)
+        return rc;
+    if (in < 1 || out < 1)
+        return kiln_err_set(err, KILN_EINVAL, "%s: in %d and out %d must be positive", op, in, out);
+    return KILN_OK;
+}
+
+int kiln_nn_check_linear_forward(int n, int in, int out, const float *x, const float *weight,
+                                 const float *y, kiln_err *err)
+{
+    int rc = check_linear_shape("linear_forward", n, in, out, err);
+    if (rc || n == 0)
+        return rc;
+    return kiln_nn_check_ptrs(err, "linear_forward", 3, x, weight, y);
+}
+
+int kiln_nn_check_linear_backward(int n, int in, int out, const float *x, const float *weight,
+                                  const float *dy, const float *dweight, kiln_err *err)
+{
+    int rc = check_linear_shape("linear_backward", n, in, out, err);
+    if (rc)
+        return rc;
+    return kiln_nn_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight);
 }

@@ -67,8 +67,9 @@ static int cpu_download(kiln_nn_backend *be, void *host, const void *src, size_t
 
 static int cpu_fill(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err)
 {
-    if (count && !dst)
-        return kiln_err_set(err, KILN_EINVAL, "fill: NULL buffer");
+    int rc = kiln_nn_check_ew("fill", count, 0, NULL, NULL, dst, err);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < count; i++)
         dst[i] = value;
     return KILN_OK;

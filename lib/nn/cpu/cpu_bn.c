@@ -26,16 +26,6 @@ typedef struct bn_ctx {
     float momentum, eps;
 } bn_ctx;
 
-static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
-{
-    int rc = kiln_nn_check_dims(err, op, n, c, hw);
-    if (rc)
-        return rc;
-    if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
-        return kiln_err_set(err, KILN_EINVAL, "%s: tensor too large", op);
-    return KILN_OK;
-}
-
 static void channel_range(const bn_ctx *b, size_t item, int *c0, int *c1)
 {
     size_t lo, hi;
@@ -150,18 +140,9 @@ int cpu_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float 
                          float *running_var, float momentum, float eps, float *y, float *save_mean,
                          float *save_invstd, kiln_err *err)
 {
-    int rc = bn_check("bn_forward_train", n, c, hw, err);
-    if (rc)
-        return rc;
-    if (c == 0)
-        return KILN_OK;
-    if ((long long)n * hw < 2)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "bn_forward_train: expected more than 1 value per channel when "
-                            "training, got n %d × hw %d",
-                            n, hw);
-    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean, running_var,
-                             y, save_mean, save_invstd)))
+    int rc = kiln_nn_check_bn_train(n, c, hw, x, gamma, beta, running_mean, running_var, y,
+                                    save_mean, save_invstd, err);
+    if (rc || c == 0)
         return rc;
     bn_ctx b = {.x = x,
                 .gamma = gamma,
@@ -201,13 +182,8 @@ int cpu_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *
                         const float *gamma, const float *beta, const float *running_mean,
                         const float *running_var, float eps, float *y, kiln_err *err)
 {
-    int rc = bn_check("bn_forward_eval", n, c, hw, err);
-    if (rc)
-        return rc;
-    if ((long long)n * c * hw == 0)
-        return KILN_OK;
-    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean, running_var,
-                             y)))
+    int rc = kiln_nn_check_bn_eval(n, c, hw, x, gamma, beta, running_mean, running_var, y, err);
+    if (rc || (long long)n * c * hw == 0)
         return rc;
     bn_ctx b = {.x = x,
                 .gamma = gamma,
@@ -289,13 +265,9 @@ int cpu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, c
                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx,
                     float *dgamma, float *dbeta, kiln_err *err)
 {
-    int rc = bn_check("bn_backward", n, c, hw, err);
-    if (rc)
-        return rc;
-    if (c == 0)
-        return KILN_OK;
-    if ((rc = kiln_nn_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
-                             dgamma, dbeta)))
+    int rc = kiln_nn_check_bn_backward(n, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                       dbeta, err);
+    if (rc || c == 0)
         return rc;
     bn_ctx b = {.x = x,
                 .dy = dy,

@@ -92,11 +92,10 @@ static void ew_run(ew_ctx *e)
 static int ew(kiln_nn_backend *be, const char *op, ew_kind kind, size_t count, const float *a,
               const float *b, float *y, float alpha, kiln_err *err)
 {
-    if (count == 0)
-        return KILN_OK;
     int needs_b = kind == EW_SILU_BWD || kind == EW_SIGMOID_BWD || kind == EW_ADD || kind == EW_MUL;
-    if (!a || !y || (needs_b && !b))
-        return kiln_err_set(err, KILN_EINVAL, "%s: NULL buffer", op);
+    int rc = kiln_nn_check_ew(op, count, needs_b ? 2 : 1, a, b, y, err);
+    if (rc || count == 0)
+        return rc;
     ew_ctx e = {
         .c = cpu_of(be), .kind = kind, .count = count, .a = a, .b = b, .y = y, .alpha = alpha};
     ew_run(&e);
@@ -145,13 +144,9 @@ int cpu_scale(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_err
 int cpu_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
              float *mask, kiln_err *err)
 {
-    if (!(p >= 0.0f && p < 1.0f))
-        return kiln_err_set(err, KILN_EINVAL, "mask: drop probability %g is not in [0, 1)",
-                            (double)p);
-    if (count == 0)
-        return KILN_OK;
-    if (!mask)
-        return kiln_err_set(err, KILN_EINVAL, "mask: NULL buffer");
+    int rc = kiln_nn_check_mask(count, p, mask, err);
+    if (rc || count == 0)
+        return rc;
     ew_ctx e = {.c = cpu_of(be),
                 .kind = EW_MASK,
                 .count = count,
@@ -167,8 +162,9 @@ int cpu_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t
 int cpu_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
                     kiln_err *err)
 {
-    if (!host_out || (count && !x))
-        return kiln_err_set(err, KILN_EINVAL, "sum_squares: NULL buffer");
+    int rc = kiln_nn_check_sum_squares(count, x, host_out, err);
+    if (rc)
+        return rc;
     *host_out = 0;
     if (count == 0)
         return KILN_OK;
@@ -207,12 +203,9 @@ static int samples_item(void *arg, size_t s, int worker)
 int cpu_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
                       const float *scale, float *y, kiln_err *err)
 {
-    if (n < 0)
-        return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
-    if (n == 0 || per_sample == 0)
-        return KILN_OK;
-    if (kiln_nn_check_ptrs(err, "scale_samples", 3, x, scale, y))
-        return KILN_EINVAL;
+    int rc = kiln_nn_check_scale_samples(n, per_sample, x, scale, y, err);
+    if (rc || n == 0 || per_sample == 0)
+        return rc;
     samples_ctx e = {cpu_of(be), per_sample, x, scale, y};
     if ((size_t)n * per_sample < EW_MIN_PER_ITEM) {
         for (int s = 0; s < n; s++)

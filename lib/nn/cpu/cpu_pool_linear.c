@@ -53,11 +53,9 @@ static int rows_item(void *arg, size_t item, int worker)
 static int rows_run(kiln_nn_backend *be, const char *op, rows_ctx *r, int n, int c, int hw,
                     kiln_err *err)
 {
-    int rc = kiln_nn_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_rows(op, r->kind == AVG_FWD || r->kind == AVG_BWD, n, c, hw, err);
     if (rc)
         return rc;
-    if (hw == 0 && (r->kind == AVG_FWD || r->kind == AVG_BWD))
-        return kiln_err_set(err, KILN_EINVAL, "%s: cannot average over 0 pixels", op);
     r->c = cpu_of(be);
     r->rows = (size_t)n * (size_t)c;
     r->hw = (size_t)hw;
@@ -173,23 +171,11 @@ static void gemm_par(cpu_impl *c, enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE 
     cpu_run(c, (size_t)((dim + g.block - 1) / g.block), gemm_item, &g);
 }
 
-static int linear_check(const char *op, int n, int in, int out, kiln_err *err)
-{
-    int rc = kiln_nn_check_dims(err, op, n, in, out);
-    if (rc)
-        return rc;
-    if (in < 1 || out < 1)
-        return kiln_err_set(err, KILN_EINVAL, "%s: in %d and out %d must be positive", op, in, out);
-    return KILN_OK;
-}
-
 int cpu_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float *x,
                        const float *weight, const float *bias, float *y, kiln_err *err)
 {
-    int rc = linear_check("linear_forward", n, in, out, err);
+    int rc = kiln_nn_check_linear_forward(n, in, out, x, weight, y, err);
     if (rc || n == 0)
-        return rc;
-    if ((rc = kiln_nn_check_ptrs(err, "linear_forward", 3, x, weight, y)))
         return rc;
     if (bias) {
         for (int i = 0; i < n; i++)
@@ -204,10 +190,8 @@ int cpu_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float
                         const float *weight, const float *dy, float *dx, float *dweight,
                         float *dbias, kiln_err *err)
 {
-    int rc = linear_check("linear_backward", n, in, out, err);
+    int rc = kiln_nn_check_linear_backward(n, in, out, x, weight, dy, dweight, err);
     if (rc)
-        return rc;
-    if ((rc = kiln_nn_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
         return rc;
     cpu_impl *c = cpu_of(be);
     if (n == 0) {

@@ -12,16 +12,6 @@
  * inverse std when they are given, and only checks eps against its minimum. */
 #define BN_BACKWARD_EPS 1e-5
 
-static int bn_check(const char *op, int n, int c, int hw, kiln_err *err)
-{
-    int rc = kiln_nn_check_dims(err, op, n, c, hw);
-    if (rc)
-        return rc;
-    if ((long long)n * c * hw > (long long)INT64_C(1) << 40)
-        return kiln_err_set(err, KILN_EINVAL, "%s: tensor too large", op);
-    return KILN_OK;
-}
-
 static int bn_descriptors(cuda_impl *ci, int n, int c, int hw, kiln_err *err)
 {
     int rc = KILN_OK;
@@ -40,18 +30,9 @@ int cuda_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float
 {
     cuda_impl *ci = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = bn_check("bn_forward_train", n, c, hw, err);
-    if (rc)
-        return rc;
-    if (c == 0)
-        return KILN_OK;
-    if ((long long)n * hw < 2)
-        return kiln_err_set(err, KILN_EINVAL,
-                            "bn_forward_train: expected more than 1 value per channel when "
-                            "training, got n %d × hw %d",
-                            n, hw);
-    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_train", 8, x, gamma, beta, running_mean,
-                              running_var, y, save_mean, save_invstd)))
+    int rc = kiln_nn_check_bn_train(n, c, hw, x, gamma, beta, running_mean, running_var, y,
+                                    save_mean, save_invstd, err);
+    if (rc || c == 0)
         return rc;
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
         return rc;
@@ -69,13 +50,8 @@ int cuda_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float 
 {
     cuda_impl *ci = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = bn_check("bn_forward_eval", n, c, hw, err);
-    if (rc)
-        return rc;
-    if ((long long)n * c * hw == 0)
-        return KILN_OK;
-    if ((rc = kiln_nn_check_ptrs(err, "bn_forward_eval", 6, x, gamma, beta, running_mean,
-                              running_var, y)))
+    int rc = kiln_nn_check_bn_eval(n, c, hw, x, gamma, beta, running_mean, running_var, y, err);
+    if (rc || (long long)n * c * hw == 0)
         return rc;
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
         return rc;
@@ -92,13 +68,9 @@ int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, 
 {
     cuda_impl *ci = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = bn_check("bn_backward", n, c, hw, err);
-    if (rc)
-        return rc;
-    if (c == 0)
-        return KILN_OK;
-    if ((rc = kiln_nn_check_ptrs(err, "bn_backward", 8, x, dy, gamma, save_mean, save_invstd, dx,
-                              dgamma, dbeta)))
+    int rc = kiln_nn_check_bn_backward(n, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
+                                       dbeta, err);
+    if (rc || c == 0)
         return rc;
     if ((long long)n * hw == 0) {
         /* Nothing to normalise: the CPU writes zero parameter gradients. */

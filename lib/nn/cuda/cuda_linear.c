@@ -9,25 +9,13 @@
  * the CPU does; dbias sums dy's rows in double (a kernel). */
 #include "nn/cuda/cuda_internal.h"
 
-static int linear_check(const char *op, int n, int in, int out, kiln_err *err)
-{
-    int rc = kiln_nn_check_dims(err, op, n, in, out);
-    if (rc)
-        return rc;
-    if (in < 1 || out < 1)
-        return kiln_err_set(err, KILN_EINVAL, "%s: in %d and out %d must be positive", op, in, out);
-    return KILN_OK;
-}
-
 int cuda_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float *x,
                         const float *weight, const float *bias, float *y, kiln_err *err)
 {
     cuda_impl *c = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = linear_check("linear_forward", n, in, out, err);
+    int rc = kiln_nn_check_linear_forward(n, in, out, x, weight, y, err);
     if (rc || n == 0)
-        return rc;
-    if ((rc = kiln_nn_check_ptrs(err, "linear_forward", 3, x, weight, y)))
         return rc;
     if (bias)
         KILN_CUDA(cuda_launch_bias_rows(c->stream, n, out, bias, y));
@@ -43,10 +31,8 @@ int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const floa
 {
     cuda_impl *c = cuda_of(be);
     const float one = 1.0f, zero = 0.0f;
-    int rc = linear_check("linear_backward", n, in, out, err);
+    int rc = kiln_nn_check_linear_backward(n, in, out, x, weight, dy, dweight, err);
     if (rc)
-        return rc;
-    if ((rc = kiln_nn_check_ptrs(err, "linear_backward", 4, x, weight, dy, dweight)))
         return rc;
     if (n == 0) {
         KILN_CUDA(cudaMemsetAsync(dweight, 0, (size_t)in * out * sizeof *dweight, c->stream));

@@ -10,13 +10,12 @@
 static int ew(kiln_nn_backend *be, const char *op, cuda_ew_kind kind, size_t count,
               const float *a, const float *b, float *y, float alpha, kiln_err *err)
 {
-    int rc = KILN_OK;
-    if (count == 0)
-        return KILN_OK;
     int needs_b = kind == CUDA_EW_SILU_BWD || kind == CUDA_EW_SIGMOID_BWD || kind == CUDA_EW_ADD ||
                   kind == CUDA_EW_MUL;
-    if ((!a && kind != CUDA_EW_FILL) || !y || (needs_b && !b))
-        return kiln_err_set(err, KILN_EINVAL, "%s: NULL buffer", op);
+    int inputs = kind == CUDA_EW_FILL ? 0 : needs_b ? 2 : 1;
+    int rc = kiln_nn_check_ew(op, count, inputs, a, b, y, err);
+    if (rc || count == 0)
+        return rc;
     KILN_CUDA(cuda_launch_ew(cuda_of(be)->stream, kind, count, a, b, y, alpha));
 fail:
     return rc;
@@ -24,8 +23,6 @@ fail:
 
 int cuda_fill(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err)
 {
-    if (count && !dst)
-        return kiln_err_set(err, KILN_EINVAL, "fill: NULL buffer");
     return ew(be, "fill", CUDA_EW_FILL, count, NULL, NULL, dst, value, err);
 }
 
@@ -72,10 +69,10 @@ int cuda_scale(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_er
 int cuda_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
                      kiln_err *err)
 {
-    int rc = KILN_OK;
     cuda_impl *c = cuda_of(be);
-    if (!host_out || (count && !x))
-        return kiln_err_set(err, KILN_EINVAL, "sum_squares: NULL buffer");
+    int rc = kiln_nn_check_sum_squares(count, x, host_out, err);
+    if (rc)
+        return rc;
     *host_out = 0;
     if (count == 0)
         return KILN_OK;
@@ -100,14 +97,9 @@ fail:
 int cuda_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
               float *mask, kiln_err *err)
 {
-    int rc = KILN_OK;
-    if (!(p >= 0.0f && p < 1.0f))
-        return kiln_err_set(err, KILN_EINVAL, "mask: drop probability %g is not in [0, 1)",
-                            (double)p);
-    if (count == 0)
-        return KILN_OK;
-    if (!mask)
-        return kiln_err_set(err, KILN_EINVAL, "mask: NULL buffer");
+    int rc = kiln_nn_check_mask(count, p, mask, err);
+    if (rc || count == 0)
+        return rc;
     KILN_CUDA(cuda_launch_mask(cuda_of(be)->stream, count, p, seed, offset, mask));
 fail:
     return rc;
@@ -116,13 +108,9 @@ fail:
 int cuda_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
                        const float *scale, float *y, kiln_err *err)
 {
-    int rc = KILN_OK;
-    if (n < 0)
-        return kiln_err_set(err, KILN_EINVAL, "scale_samples: negative sample count %d", n);
-    if (n == 0 || per_sample == 0)
-        return KILN_OK;
-    if (kiln_nn_check_ptrs(err, "scale_samples", 3, x, scale, y))
-        return KILN_EINVAL;
+    int rc = kiln_nn_check_scale_samples(n, per_sample, x, scale, y, err);
+    if (rc || n == 0 || per_sample == 0)
+        return rc;
     KILN_CUDA(cuda_launch_scale_samples(cuda_of(be)->stream, n, per_sample, x, scale, y));
 fail:
     return rc;
@@ -135,11 +123,9 @@ static int rows_op(kiln_nn_backend *be, const char *op, int kind, int n, int c, 
                    const float *x, const float *s, const float *dy, float *y, float *dx,
                    float *ds, kiln_err *err)
 {
-    int rc = kiln_nn_check_dims(err, op, n, c, hw);
+    int rc = kiln_nn_check_rows(op, kind == AVG_FWD || kind == AVG_BWD, n, c, hw, err);
     if (rc)
         return rc;
-    if (hw == 0 && (kind == AVG_FWD || kind == AVG_BWD))
-        return kiln_err_set(err, KILN_EINVAL, "%s: cannot average over 0 pixels", op);
     size_t rows = (size_t)n * (size_t)c;
     if (rows == 0)
         return KILN_OK;
