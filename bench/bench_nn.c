@@ -1,20 +1,40 @@
-/* bench/bench_nn.c — kiln's EfficientNet on the CPU backend: training
- * throughput and inference latency.
+/* bench/bench_nn.c — kiln's EfficientNet on a chosen backend: training
+ * throughput, inference latency and throughput.
  *
- *   bench_nn --mode train|infer [--variant b0] [--size 224] [--batch 32]
- *            [--threads 2] [--iters 10] [--warmup 2] [--classes 10]
+ *   bench_nn --mode train|infer [--device cpu|cuda|auto] [--recipe cpu|gpu]
+ *            [--variant b0] [--size 224] [--batch N] [--iters N] [--warmup N]
+ *            [--classes N] [--threads N] [--tf32 0|1]
  *
- * train: one step = forward (train mode: batch statistics, dropout and
+ * The backend comes from kiln_nn_backend_open (--device, default cpu;
+ * `cuda` fails with the reason when no GPU is usable). A recipe is the
+ * work of one peer script, so kiln and it measure the same thing:
+ *
+ *   cpu (bench/torch_effnet_cpu.py, run by bench/nn_cpu.sh): input a sum
+ *     of uniforms (about N(0,1)), SGD(lr 0.1, momentum 0.9, Nesterov,
+ *     weight decay 1e-4 on conv/linear weights), the training plan for
+ *     both modes; defaults batch 32, iters 10, warmup 2, classes 10,
+ *     threads 2;
+ *   gpu (../shared/anchors/torch_effnet.py, run by bench/gpu/run-device.sh):
+ *     input uniform in [-1, 1), SGD(lr 0.01, momentum 0.9) as its
+ *     train_tput, an inference plan for infer; defaults batch 128, iters
+ *     20, warmup 3, classes 2, threads 16 (CPU fallback of `auto`).
+ *
+ * --recipe defaults to cpu with --device cpu and to gpu otherwise. train:
+ * one step = forward in train mode (batch statistics, dropout and
  * stochastic depth as torchvision sets them), softmax cross-entropy with
- * label smoothing 0.1, backward, SGD(lr 0.1, momentum 0.9, Nesterov,
- * weight decay 1e-4 on conv/linear weights); the same batch every step.
- * infer: one eval-mode forward. Both end with a backend sync. Prints one
- * line, the same fields as bench/torch_effnet_cpu.py:
+ * label smoothing 0.1, backward, the SGD step; the same batch every step.
+ * infer: one eval-mode forward. Every step ends with a backend sync.
+ * --tf32 sets KILN_CUDA_TF32 for the CUDA backend (without it the
+ * environment's value holds): TF32 tensor cores, torch's default for
+ * convolutions. Prints one line:
  *
- *   kiln mode=train variant=b0 size=64 batch=32 threads=2 iters=10
- *       median_s=.. min_s=.. img_s=.. rss_mb=..
+ *   kiln mode=train device=cpu recipe=cpu tf32=0 variant=b0 size=64 batch=32
+ *       threads=2 iters=10 first_s=.. median_s=.. min_s=.. img_s=.. ms=.. rss_mb=..
  *
- * Run by bench/nn_cpu.sh.
+ * first_s is the first step (a warm-up one when warmup > 0; it holds
+ * cuDNN's algorithm search for every shape), median_s / min_s are over the
+ * timed steps, img_s = batch / median_s, ms = median_s in milliseconds,
+ * rss_mb the host's peak resident set.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +48,27 @@
 #include "nn/efficientnet.h"
 #include "nn/optim.h"
 
+/* What a peer script does, and the defaults of its runs. */
+typedef struct bench_recipe {
+    const char *name;
+    int batch, iters, warmup, classes, threads;
+    float lr, weight_decay; /* weight decay on conv/linear weights only */
+    int nesterov;
+    int uniform_input;  /* 1: uniform in [-1, 1); 0: a sum of three uniforms */
+    int inference_plan; /* 1: infer under kiln_effnet_plan_inference */
+} bench_recipe;
+
+static const bench_recipe recipes[] = {
+    {"cpu", 32, 10, 2, 10, 2, 0.1f, 1e-4f, 1, 0, 0},
+    {"gpu", 128, 20, 3, 2, 16, 0.01f, 0.0f, 0, 1, 1},
+};
+
 typedef struct bench_args {
     int train, have_mode;
-    const char *variant;
-    int size, batch, threads, iters, warmup, classes;
+    const char *device, *variant;
+    const bench_recipe *recipe;
+    /* -1 until given: then the recipe's default */
+    int size, batch, threads, iters, warmup, classes, tf32;
 } bench_args;
 
 /* Everything one run holds; freed by bench_free. */
@@ -45,16 +82,22 @@ typedef struct bench_state {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: bench_nn --mode train|infer [--variant b0] [--size 224] [--batch 32]\n"
-                 "                [--threads 2] [--iters 10] [--warmup 2] [--classes 10]\n");
+    fprintf(out,
+            "usage: bench_nn --mode train|infer [--device cpu|cuda|auto] [--recipe cpu|gpu]\n"
+            "                [--variant b0] [--size 224] [--batch N] [--iters N] [--warmup N]\n"
+            "                [--classes N] [--threads N] [--tf32 0|1]\n"
+            "recipe defaults (batch iters warmup classes threads): cpu 32 10 2 10 2,\n"
+            "gpu 128 20 3 2 16; --recipe defaults to cpu with --device cpu, else gpu\n");
 }
 
 static const struct option bench_options[] = {
-    {"mode", required_argument, NULL, 'm'},   {"variant", required_argument, NULL, 'v'},
-    {"size", required_argument, NULL, 's'},   {"batch", required_argument, NULL, 'b'},
+    {"mode", required_argument, NULL, 'm'},    {"device", required_argument, NULL, 'd'},
+    {"recipe", required_argument, NULL, 'r'},  {"variant", required_argument, NULL, 'v'},
+    {"size", required_argument, NULL, 's'},    {"batch", required_argument, NULL, 'b'},
     {"threads", required_argument, NULL, 't'}, {"iters", required_argument, NULL, 'i'},
-    {"warmup", required_argument, NULL, 'w'}, {"classes", required_argument, NULL, 'c'},
-    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    {"warmup", required_argument, NULL, 'w'},  {"classes", required_argument, NULL, 'c'},
+    {"tf32", required_argument, NULL, 'f'},    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
 };
 
 static int parse_option(int opt, const char *val, void *args, kiln_err *err)
@@ -67,6 +110,19 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
         a->train = strcmp(val, "train") == 0;
         a->have_mode = 1;
         return KILN_OK;
+    case 'd':
+        /* kiln_nn_backend_open knows more names than a benchmark needs. */
+        if (strcmp(val, "cpu") != 0 && strcmp(val, "cuda") != 0 && strcmp(val, "auto") != 0)
+            return kiln_err_set(err, KILN_EINVAL, "--device: cpu, cuda or auto, got '%s'", val);
+        a->device = val;
+        return KILN_OK;
+    case 'r':
+        for (size_t i = 0; i < sizeof recipes / sizeof recipes[0]; i++)
+            if (strcmp(val, recipes[i].name) == 0) {
+                a->recipe = &recipes[i];
+                return KILN_OK;
+            }
+        return kiln_err_set(err, KILN_EINVAL, "--recipe: cpu or gpu, got '%s'", val);
     case 'v':
         if (!kiln_effnet_variant_known(val))
             return kiln_err_set(err, KILN_EINVAL, "--variant: unknown '%s' (b0..b3)", val);
@@ -78,19 +134,37 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
     case 'i': return bench_parse_int("iters", val, 1, 100000, &a->iters, err);
     case 'w': return bench_parse_int("warmup", val, 0, 100000, &a->warmup, err);
     case 'c': return bench_parse_int("classes", val, 2, 100000, &a->classes, err);
+    case 'f': return bench_parse_int("tf32", val, 0, 1, &a->tf32, err);
     default: return kiln_err_set(err, KILN_EINVAL, "unknown option %d", opt);
     }
 }
 
+static void fill_default(int *v, int def)
+{
+    if (*v < 0)
+        *v = def;
+}
+
 static int parse_args(int argc, char **argv, bench_args *a, int *help, kiln_err *err)
 {
-    *a = (bench_args){.train = 1, .variant = "b0", .size = 224, .batch = 32, .threads = 2,
-                      .iters = 10, .warmup = 2, .classes = 10};
+    *a = (bench_args){.train = 1, .device = "cpu", .variant = "b0", .size = 224, .batch = -1,
+                      .threads = -1, .iters = -1, .warmup = -1, .classes = -1, .tf32 = -1};
     int rc = bench_parse_options(argc, argv, bench_options, parse_option, a, help, err);
     if (rc != KILN_OK || *help)
         return rc;
     if (optind != argc || !a->have_mode)
         return kiln_err_set(err, KILN_EINVAL, "expected --mode train|infer and no operands");
+    if (!a->recipe)
+        a->recipe = &recipes[strcmp(a->device, "cpu") == 0 ? 0 : 1];
+    fill_default(&a->batch, a->recipe->batch);
+    fill_default(&a->threads, a->recipe->threads);
+    fill_default(&a->iters, a->recipe->iters);
+    fill_default(&a->warmup, a->recipe->warmup);
+    fill_default(&a->classes, a->recipe->classes);
+    if (a->tf32 >= 0 && setenv("KILN_CUDA_TF32", a->tf32 ? "1" : "0", 1) != 0)
+        return kiln_err_set(err, KILN_ENOMEM, "cannot set KILN_CUDA_TF32");
+    const char *env = getenv("KILN_CUDA_TF32");
+    a->tf32 = env && strcmp(env, "1") == 0;
     return KILN_OK;
 }
 
@@ -99,7 +173,7 @@ static void *bench_alloc(bench_state *s, size_t bytes, kiln_err *err)
     return s->be->ops->alloc(s->be, bytes, err);
 }
 
-/* A N(0,1)-ish input (sum of uniforms) and labels, uploaded once. */
+/* The recipe's input and labels, uploaded once. */
 static int make_batch(bench_state *s, const bench_args *a, kiln_err *err)
 {
     size_t n = (size_t)a->batch * 3 * (size_t)a->size * (size_t)a->size;
@@ -112,9 +186,14 @@ static int make_batch(bench_state *s, const bench_args *a, kiln_err *err)
         kiln_err_set(err, KILN_ENOMEM, "out of memory for the input batch");
         goto done;
     }
-    for (size_t i = 0; i < n; i++)
-        host[i] = (float)(kiln_rng_uniform(&rng) + kiln_rng_uniform(&rng) +
-                          kiln_rng_uniform(&rng) - 1.5) * 2.0f;
+    for (size_t i = 0; i < n; i++) {
+        if (a->recipe->uniform_input)
+            host[i] = (float)(kiln_rng_uniform(&rng) * 2.0 - 1.0);
+        else
+            host[i] = (float)(kiln_rng_uniform(&rng) + kiln_rng_uniform(&rng) +
+                              kiln_rng_uniform(&rng) - 1.5) *
+                      2.0f;
+    }
     for (int i = 0; i < a->batch; i++)
         labels[i] = (int32_t)kiln_rng_below(&rng, (uint64_t)a->classes);
     s->input = bench_alloc(s, n * sizeof(float), err);
@@ -131,31 +210,36 @@ done:
     return rc;
 }
 
-/* SGD over the model's two flat regions: weight decay, then none. */
-static int make_optim(bench_state *s, kiln_err *err)
+/* SGD over the model's flat parameters: with weight decay, the decayed
+ * region (conv/linear weights) and the rest apart; without, one region. */
+static int make_optim(bench_state *s, const bench_recipe *r, kiln_err *err)
 {
     float *p = kiln_effnet_params_flat(s->model), *g = kiln_effnet_grads_flat(s->model);
     size_t decay = kiln_effnet_decay_floats(s->model);
     size_t total = kiln_effnet_flat_floats(s->model);
-    kiln_optim_param params[2] = {
+    kiln_optim_param split[2] = {
         {p, g, decay, 0},
         {p + decay, g + decay, total - decay, 1},
     };
+    kiln_optim_param whole[1] = {{p, g, total, 0}};
+    int decays = r->weight_decay > 0.0f;
     kiln_optim_config cfg;
-    kiln_optim_config_sgd(&cfg, 0.1f, 0.9f, 1, 1e-4f);
-    s->optim = kiln_optim_create(s->be, &cfg, params, 2, err);
+    kiln_optim_config_sgd(&cfg, r->lr, 0.9f, r->nesterov, r->weight_decay);
+    s->optim = kiln_optim_create(s->be, &cfg, decays ? split : whole, decays ? 2 : 1, err);
     return s->optim ? KILN_OK : err->code;
 }
 
 static int setup(bench_state *s, const bench_args *a, kiln_err *err)
 {
     size_t out = (size_t)a->batch * (size_t)a->classes * sizeof(float);
-    s->be = kiln_nn_cpu_create(a->threads, err);
-    if (!s->be)
+    if (!(s->be = kiln_nn_backend_open(a->device, a->threads, NULL, err)))
         return err->code;
-    s->model = kiln_effnet_create(a->variant, a->classes, s->be, err);
-    if (!s->model || kiln_effnet_plan(s->model, a->batch, a->size, a->size, err) != KILN_OK ||
-        make_batch(s, a, err) != KILN_OK)
+    if (!(s->model = kiln_effnet_create(a->variant, a->classes, s->be, err)))
+        return err->code;
+    int rc = !a->train && a->recipe->inference_plan
+                 ? kiln_effnet_plan_inference(s->model, a->batch, a->size, a->size, err)
+                 : kiln_effnet_plan(s->model, a->batch, a->size, a->size, err);
+    if (rc != KILN_OK || make_batch(s, a, err) != KILN_OK)
         return err->code;
     if (!a->train)
         return KILN_OK;
@@ -163,7 +247,7 @@ static int setup(bench_state *s, const bench_args *a, kiln_err *err)
     s->dlogits = bench_alloc(s, out, err);
     if (!s->probs || !s->dlogits)
         return err->code;
-    return make_optim(s, err);
+    return make_optim(s, a->recipe, err);
 }
 
 static int run_once(bench_state *s, const bench_args *a, uint64_t step, kiln_err *err)
@@ -205,17 +289,24 @@ static int cmp_double(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-static int run_bench(const bench_args *a, double *seconds, kiln_err *err)
+/* Times warmup + iters steps into *first and seconds[iters]; `device` gets
+ * the backend's name (static storage). */
+static int run_bench(const bench_args *a, double *first, double *seconds, const char **device,
+                     kiln_err *err)
 {
     bench_state s = {0};
     int rc = setup(&s, a, err);
     uint64_t step = 0;
-    for (int i = 0; rc == KILN_OK && i < a->warmup; i++)
-        rc = run_once(&s, a, step++, err);
-    for (int i = 0; rc == KILN_OK && i < a->iters; i++) {
+    if (s.be)
+        *device = s.be->ops->name;
+    for (int i = 0; rc == KILN_OK && i < a->warmup + a->iters; i++) {
         double t0 = bench_now_s();
         rc = run_once(&s, a, step++, err);
-        seconds[i] = bench_now_s() - t0;
+        double t = bench_now_s() - t0;
+        if (i == 0)
+            *first = t;
+        if (i >= a->warmup)
+            seconds[i - a->warmup] = t;
     }
     bench_free(&s);
     return rc;
@@ -235,8 +326,9 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    double *seconds = calloc((size_t)a.iters, sizeof *seconds);
-    if (!seconds || run_bench(&a, seconds, &err) != KILN_OK) {
+    double *seconds = calloc((size_t)a.iters, sizeof *seconds), first = 0;
+    const char *device = a.device;
+    if (!seconds || run_bench(&a, &first, seconds, &device, &err) != KILN_OK) {
         fprintf(stderr, "bench_nn: %s\n", seconds ? err.msg : "out of memory");
         free(seconds);
         return 1;
@@ -246,10 +338,11 @@ int main(int argc, char **argv)
                                 : (seconds[a.iters / 2 - 1] + seconds[a.iters / 2]) / 2;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("kiln mode=%s variant=%s size=%d batch=%d threads=%d iters=%d median_s=%.6f "
-           "min_s=%.6f img_s=%.3f rss_mb=%.1f\n",
-           a.train ? "train" : "infer", a.variant, a.size, a.batch, a.threads, a.iters, median,
-           seconds[0], a.batch / median, (double)ru.ru_maxrss / 1024.0);
+    printf("kiln mode=%s device=%s recipe=%s tf32=%d variant=%s size=%d batch=%d threads=%d "
+           "iters=%d first_s=%.3f median_s=%.6f min_s=%.6f img_s=%.3f ms=%.3f rss_mb=%.1f\n",
+           a.train ? "train" : "infer", device, a.recipe->name, a.tf32, a.variant, a.size,
+           a.batch, a.threads, a.iters, first, median, seconds[0], a.batch / median,
+           median * 1e3, (double)ru.ru_maxrss / 1024.0);
     free(seconds);
     return 0;
 }

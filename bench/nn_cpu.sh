@@ -1,7 +1,8 @@
 #!/bin/bash
 # bench/nn_cpu.sh — kiln's EfficientNet-B0 on the CPU against PyTorch's, same run.
 #
-# kiln:  build-bench/bench/bench_nn (lib/nn on the CPU backend, THREADS threads).
+# kiln:  build-bench/bench/bench_nn --device cpu --recipe cpu (lib/nn on the
+#        CPU backend, THREADS threads).
 # torch: bench/torch_effnet_cpu.py (Debian python3-torch + torchvision,
 #        torchvision.models.efficientnet_b0, torch.set_num_threads(THREADS)).
 # Same shapes, same work on both sides (10 classes, the same batch every step):
@@ -66,7 +67,7 @@ run_case() {
     local args=(--mode "$1" --variant b0 --size "$2" --batch "$3" --threads "$THREADS"
                 --iters "$4" --warmup "$5")
     wait_idle
-    K_LINE=$("$BENCH" "${args[@]}") || die "bench_nn ${args[*]} failed"
+    K_LINE=$("$BENCH" --device cpu --recipe cpu "${args[@]}") || die "bench_nn ${args[*]} failed"
     echo "  $K_LINE load=$(cut -d' ' -f1 /proc/loadavg)" >&2
     wait_idle
     T_LINE=$(OMP_NUM_THREADS=$THREADS $PY bench/torch_effnet_cpu.py "${args[@]}") ||

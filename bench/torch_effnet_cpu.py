@@ -11,7 +11,8 @@ SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4).step(),
 zero_grad(); the same batch every step (data loading is not measured).
 infer: model.eval() under torch.inference_mode(), one forward per call.
 
-Prints one line of key=value fields, the same as bench/bench_nn.c:
+Prints one line of key=value fields, those of bench/bench_nn.c's line that
+bench/nn_cpu.sh reads (bench_nn prints a few more):
 
     torch mode=train variant=b0 size=64 batch=32 threads=2 iters=10
         median_s=.. min_s=.. img_s=.. rss_mb=..

@@ -14,10 +14,10 @@
 #   2. tests: test_gpu, test_nn_cuda_host, test_nn_cuda_ops,
 #      test_nn_cuda_model, test_nn_cuda_ops again with TF32 — a SKIPPED line
 #      counts as a failure here;
-#   3. speed (SKIP_BENCH=1 leaves it out): bench_gpu for B0@224 bs128
-#      training (fp32 and TF32), B3@300 bs64 training (TF32), B0@224
-#      inference bs1 and bs64, then torch_effnet.py's eager measurements
-#      (its --compile and data-loader parts left out for time).
+#   3. speed (SKIP_BENCH=1 leaves it out): bench_nn --device cuda --recipe
+#      gpu for B0@224 bs128 training (fp32 and TF32), B3@300 bs64 training
+#      (TF32), B0@224 inference bs1 and bs64, then torch_effnet.py's eager
+#      measurements (its --compile and data-loader parts left out for time).
 # Env: MEMCHECK=1 also runs test_nn_cuda_ops under compute-sanitizer.
 # $OUT (what the device tool brings back): summary.txt, run.log, logs.tar.gz.
 set -uo pipefail
@@ -58,7 +58,7 @@ export LD_LIBRARY_PATH="$B/lib$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if ldd -r "$B/bin/libkiln_cuda.so" 2>&1 | grep -E "not found|undefined symbol"; then
     note "FAIL: libkiln_cuda.so has unresolved libraries or symbols (above)"
 fi
-for f in "$B"/bin/test_* "$B"/bin/bench_gpu; do
+for f in "$B"/bin/test_* "$B"/bin/bench_nn; do
     ldd "$f" | grep -q "not found" && { note "FAIL: $(basename $f) misses:"; ldd "$f" | grep "not found"; }
 done
 
@@ -93,16 +93,18 @@ note "tests failed: $failed"
 
 # --- 3. speed: kiln, then PyTorch, same machine, same run ---------------------
 if [[ ${SKIP_BENCH:-0} == 1 ]]; then exit $((failed > 0)); fi
-bench() { # label env... -- args
+# bench_nn prints one "kiln mode=... tf32=... img_s=... ms=..." line (or
+# its error, which then lands in the summary as the line).
+bench() { # bench_nn args
     local line
-    line=$(timeout 180 env "$@" 2>&1 | tail -1)
+    line=$(timeout 180 "$B/bin/bench_nn" --device cuda --recipe gpu "$@" 2>&1 | tail -1)
     note "$line"
 }
-bench KILN_CUDA_TF32=0 "$B/bin/bench_gpu" --mode train --variant b0 --size 224 --batch 128
-bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode train --variant b0 --size 224 --batch 128
-bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode train --variant b3 --size 300 --batch 64 --iters 10
-bench KILN_CUDA_TF32=0 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 1 --iters 50
-bench KILN_CUDA_TF32=1 "$B/bin/bench_gpu" --mode infer --variant b0 --size 224 --batch 64 --iters 20
+bench --tf32 0 --mode train --variant b0 --size 224 --batch 128
+bench --tf32 1 --mode train --variant b0 --size 224 --batch 128
+bench --tf32 1 --mode train --variant b3 --size 300 --batch 64 --iters 10
+bench --tf32 0 --mode infer --variant b0 --size 224 --batch 1 --iters 50
+bench --tf32 1 --mode infer --variant b0 --size 224 --batch 64 --iters 20
 # torch_effnet.py up to its data-loader part (which would make 2048 JPEGs).
 PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$LOGS/torch.log"
 import sys
