@@ -69,6 +69,7 @@ typedef struct bench_args {
     const bench_recipe *recipe;
     /* -1 until given: then the recipe's default */
     int size, batch, threads, iters, warmup, classes, tf32;
+    int graphs; /* 1: steps after the first as step graphs (CUDA graphs) */
 } bench_args;
 
 /* Everything one run holds; freed by bench_free. */
@@ -76,6 +77,8 @@ typedef struct bench_state {
     kiln_nn_backend *be;
     kiln_effnet *model;
     kiln_optim *optim;
+    kiln_nn_graph *graph;
+    double loss; /* a graph writes it at graph_end: it must outlive the step */
     float *input, *probs, *dlogits;
     int32_t *labels;
 } bench_state;
@@ -85,7 +88,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: bench_nn --mode train|infer [--device cpu|cuda|auto] [--recipe cpu|gpu]\n"
             "                [--variant b0] [--size 224] [--batch N] [--iters N] [--warmup N]\n"
-            "                [--classes N] [--threads N] [--tf32 0|1]\n"
+            "                [--classes N] [--threads N] [--tf32 0|1] [--graphs 0|1]\n"
             "recipe defaults (batch iters warmup classes threads): cpu 32 10 2 10 2,\n"
             "gpu 128 20 3 2 16; --recipe defaults to cpu with --device cpu, else gpu\n");
 }
@@ -96,7 +99,8 @@ static const struct option bench_options[] = {
     {"size", required_argument, NULL, 's'},    {"batch", required_argument, NULL, 'b'},
     {"threads", required_argument, NULL, 't'}, {"iters", required_argument, NULL, 'i'},
     {"warmup", required_argument, NULL, 'w'},  {"classes", required_argument, NULL, 'c'},
-    {"tf32", required_argument, NULL, 'f'},    {"help", no_argument, NULL, 'h'},
+    {"tf32", required_argument, NULL, 'f'},    {"graphs", required_argument, NULL, 'g'},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -111,9 +115,11 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
         a->have_mode = 1;
         return KILN_OK;
     case 'd':
-        /* kiln_nn_backend_open knows more names than a benchmark needs. */
-        if (strcmp(val, "cpu") != 0 && strcmp(val, "cuda") != 0 && strcmp(val, "auto") != 0)
-            return kiln_err_set(err, KILN_EINVAL, "--device: cpu, cuda or auto, got '%s'", val);
+        /* cpu-graph-check: the --graphs path checked on the CPU. */
+        if (strcmp(val, "cpu") != 0 && strcmp(val, "cuda") != 0 && strcmp(val, "auto") != 0 &&
+            strcmp(val, "cpu-graph-check") != 0)
+            return kiln_err_set(err, KILN_EINVAL,
+                                "--device: cpu, cuda, auto or cpu-graph-check, got '%s'", val);
         a->device = val;
         return KILN_OK;
     case 'r':
@@ -135,6 +141,7 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
     case 'w': return bench_parse_int("warmup", val, 0, 100000, &a->warmup, err);
     case 'c': return bench_parse_int("classes", val, 2, 100000, &a->classes, err);
     case 'f': return bench_parse_int("tf32", val, 0, 1, &a->tf32, err);
+    case 'g': return bench_parse_int("graphs", val, 0, 1, &a->graphs, err);
     default: return kiln_err_set(err, KILN_EINVAL, "unknown option %d", opt);
     }
 }
@@ -250,16 +257,15 @@ static int setup(bench_state *s, const bench_args *a, kiln_err *err)
     return make_optim(s, a->recipe, err);
 }
 
-static int run_once(bench_state *s, const bench_args *a, uint64_t step, kiln_err *err)
+static int run_step(bench_state *s, const bench_args *a, uint64_t step, kiln_err *err)
 {
     const float *logits = kiln_effnet_forward(s->model, s->input, a->train, step, err);
     if (!logits)
         return err->code;
     if (a->train) {
-        double loss = 0;
         int rc = s->be->ops->xent_forward_backward(s->be, a->batch, a->classes, logits,
                                                    s->labels, 0.1f, s->probs, s->dlogits,
-                                                   &loss, err);
+                                                   &s->loss, err);
         if (rc == KILN_OK)
             rc = kiln_effnet_backward(s->model, s->dlogits, err);
         if (rc == KILN_OK)
@@ -267,11 +273,32 @@ static int run_once(bench_state *s, const bench_args *a, uint64_t step, kiln_err
         if (rc != KILN_OK)
             return rc;
     }
-    return s->be->ops->sync(s->be, err);
+    return KILN_OK;
+}
+
+/* One step, synchronised: eagerly, or (--graphs 1, from the second step on,
+ * after cuDNN's algorithm search) as a step graph, which graph_end waits for. */
+static int run_once(bench_state *s, const bench_args *a, uint64_t step, kiln_err *err)
+{
+    const kiln_nn_ops *ops = s->be->ops;
+    if (!a->graphs || !ops->graph_begin || step == 0) {
+        int rc = run_step(s, a, step, err);
+        return rc == KILN_OK ? ops->sync(s->be, err) : rc;
+    }
+    int rc = ops->graph_begin(s->be, &s->graph, err);
+    if (rc != KILN_OK)
+        return rc;
+    if ((rc = run_step(s, a, step, err)) != KILN_OK) {
+        ops->graph_cancel(s->be, s->graph);
+        return rc;
+    }
+    return ops->graph_end(s->be, s->graph, err);
 }
 
 static void bench_free(bench_state *s)
 {
+    if (s->be && s->graph)
+        s->be->ops->graph_free(s->be, s->graph);
     kiln_optim_destroy(s->optim);
     kiln_effnet_destroy(s->model);
     if (s->be) {
@@ -338,9 +365,10 @@ int main(int argc, char **argv)
                                 : (seconds[a.iters / 2 - 1] + seconds[a.iters / 2]) / 2;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("kiln mode=%s device=%s recipe=%s tf32=%d variant=%s size=%d batch=%d threads=%d "
-           "iters=%d first_s=%.3f median_s=%.6f min_s=%.6f img_s=%.3f ms=%.3f rss_mb=%.1f\n",
-           a.train ? "train" : "infer", device, a.recipe->name, a.tf32, a.variant, a.size,
+    printf("kiln mode=%s device=%s recipe=%s tf32=%d graphs=%d variant=%s size=%d batch=%d "
+           "threads=%d iters=%d first_s=%.3f median_s=%.6f min_s=%.6f img_s=%.3f ms=%.3f "
+           "rss_mb=%.1f\n",
+           a.train ? "train" : "infer", device, a.recipe->name, a.tf32, a.graphs, a.variant, a.size,
            a.batch, a.threads, a.iters, first, median, seconds[0], a.batch / median,
            median * 1e3, (double)ru.ru_maxrss / 1024.0);
     free(seconds);

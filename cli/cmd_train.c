@@ -30,6 +30,9 @@ static void train_usage(FILE *out)
             "  --config FILE          YAML config (train.*, augment.*, data.workers); every\n"
             "                         key defaults as in examples/config.yaml\n"
             "  --device auto|cpu|cuda where to train (default auto: the GPU when usable)\n"
+            "  --cuda-graphs          on the GPU, run each step after the first as one CUDA\n"
+            "                         graph (one launch per step; default off; also\n"
+            "                         KILN_CUDA_GRAPHS=1)\n"
             "  --init-weights FILE    pretrained safetensors; the head is re-initialised\n"
             "  --resume               continue from MODEL_DIR/checkpoint\n"
             "  --epochs 10 --batch-size 32 --lr 0.001   override train.* of the config\n"
@@ -46,21 +49,23 @@ static void train_usage(FILE *out)
 typedef struct train_flags {
     const char *data, *out, *config, *device, *init, *mlflow, *experiment, *run_name;
     const char *epochs, *batch, *lr;
-    int resume, threads, warmup, patience;
+    int resume, threads, warmup, patience, cuda_graphs;
     unsigned long long seed;
 } train_flags;
 
 static int parse_flags(int argc, char **argv, train_flags *f)
 {
     enum { O_DATA = 256, O_OUT, O_CONFIG, O_DEVICE, O_INIT, O_RESUME, O_EPOCHS, O_BATCH, O_LR,
-           O_THREADS, O_SEED, O_MLFLOW, O_EXP, O_RUN, O_WARMUP, O_PATIENCE, O_HELP };
+           O_THREADS, O_SEED, O_MLFLOW, O_EXP, O_RUN, O_WARMUP, O_PATIENCE, O_GRAPHS,
+           O_HELP };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA},       {"out", 1, 0, O_OUT},         {"config", 1, 0, O_CONFIG},
         {"device", 1, 0, O_DEVICE},   {"init-weights", 1, 0, O_INIT}, {"resume", 0, 0, O_RESUME},
         {"epochs", 1, 0, O_EPOCHS},   {"batch-size", 1, 0, O_BATCH}, {"lr", 1, 0, O_LR},
         {"threads", 1, 0, O_THREADS}, {"seed", 1, 0, O_SEED},      {"mlflow", 1, 0, O_MLFLOW},
         {"experiment", 1, 0, O_EXP},  {"run-name", 1, 0, O_RUN},   {"warmup-epochs", 1, 0, O_WARMUP},
-        {"patience", 1, 0, O_PATIENCE}, {"help", 0, 0, O_HELP},    {0, 0, 0, 0}};
+        {"patience", 1, 0, O_PATIENCE}, {"cuda-graphs", 0, 0, O_GRAPHS},
+        {"help", 0, 0, O_HELP},       {0, 0, 0, 0}};
     int c, rc = 0;
     char *end;
     optind = 1;
@@ -73,6 +78,7 @@ static int parse_flags(int argc, char **argv, train_flags *f)
         case O_DEVICE: f->device = optarg; break;
         case O_INIT: f->init = optarg; break;
         case O_RESUME: f->resume = 1; break;
+        case O_GRAPHS: f->cuda_graphs = 1; break;
         case O_EPOCHS: f->epochs = optarg; break;
         case O_BATCH: f->batch = optarg; break;
         case O_LR: f->lr = optarg; break;
@@ -205,6 +211,8 @@ int kiln_cmd_train(int argc, char **argv, const kiln_logger *log)
     o.device = f.device ? f.device : "auto";
     o.init_weights = f.init;
     o.resume = f.resume;
+    const char *graphs_env = getenv("KILN_CUDA_GRAPHS");
+    o.cuda_graphs = f.cuda_graphs || (graphs_env && strcmp(graphs_env, "1") == 0);
     o.threads = f.threads ? f.threads : (cores > 0 ? (int)cores : 1);
     o.seed = f.seed;
     o.warmup_epochs = f.warmup;

@@ -38,6 +38,8 @@ static void usage(FILE *out, const kiln_serve_config *d)
             "  --max-batch N           inputs per forward, 1-256 (%d: no batching; the CPU\n"
             "                          pays the full batch, cuda: e.g. 16)\n"
             "  --max-wait-ms M         how long a forming batch waits for more, 0-1000 (%d)\n"
+            "  --cuda-graphs           with cuda, each forward after the first is one CUDA\n"
+            "                          graph (one launch; off)\n"
             "  --poll-interval S       reload when the registry's version changes, checked\n"
             "                          every S seconds (0 = off)\n"
             "  --shutdown-delay S      after SIGTERM, answer (unready) for S more seconds\n"
@@ -53,7 +55,7 @@ static void usage(FILE *out, const kiln_serve_config *d)
 }
 
 enum { O_NAME = 1000, O_STAGE, O_ALIAS, O_DIR, O_CACHE, O_HOST, O_PORT, O_DEVICE, O_THREADS,
-       O_HTTP_THREADS, O_BODY, O_PIXELS, O_IMAGES, O_BATCH, O_WAIT, O_POLL, O_DELAY, O_ACCESS,
+       O_HTTP_THREADS, O_BODY, O_PIXELS, O_IMAGES, O_BATCH, O_WAIT, O_GRAPHS, O_POLL, O_DELAY, O_ACCESS,
        O_LOGFMT, O_LOGLEVEL };
 
 static const struct option options[] = {
@@ -72,6 +74,7 @@ static const struct option options[] = {
     {"max-images", required_argument, NULL, O_IMAGES},
     {"max-batch", required_argument, NULL, O_BATCH},
     {"max-wait-ms", required_argument, NULL, O_WAIT},
+    {"cuda-graphs", no_argument, NULL, O_GRAPHS},
     {"poll-interval", required_argument, NULL, O_POLL},
     {"shutdown-delay", required_argument, NULL, O_DELAY},
     {"access-log", required_argument, NULL, O_ACCESS},
@@ -142,6 +145,7 @@ static int set_flag(kiln_serve_config *c, kiln_logger *log, int opt, const char 
         rc = int_flag("--max-wait-ms", a, 0, KILN_SERVE_MAX_WAIT_MS, &v);
         c->max_wait_ms = (int)v;
         break;
+    case O_GRAPHS: c->cuda_graphs = 1; break;
     case O_POLL: rc = seconds_flag("--poll-interval", a, &c->poll_interval_s); break;
     case O_DELAY: rc = seconds_flag("--shutdown-delay", a, &c->shutdown_delay_s); break;
     case O_ACCESS:

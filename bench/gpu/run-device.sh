@@ -84,6 +84,8 @@ run_test test_gpu 60
 run_test test_nn_cuda_host 60
 run_test test_nn_cuda_ops 240
 run_test test_nn_cuda_model 300
+# Step graphs on the GPU: training and serving as CUDA graphs vs eager.
+run_test test_nn_graph_check 300
 # TF32 tensor cores for conv and matmul (looser tolerances, see the test).
 run_test test_nn_cuda_ops 240 tf32 env KILN_CUDA_TF32=1
 if [[ ${MEMCHECK:-0} == 1 ]] && command -v compute-sanitizer >/dev/null; then
@@ -105,6 +107,9 @@ bench --tf32 1 --mode train --variant b0 --size 224 --batch 128
 bench --tf32 1 --mode train --variant b3 --size 300 --batch 64 --iters 10
 bench --tf32 0 --mode infer --variant b0 --size 224 --batch 1 --iters 50
 bench --tf32 1 --mode infer --variant b0 --size 224 --batch 64 --iters 20
+# The same as CUDA graphs (one launch per step).
+bench --tf32 1 --graphs 1 --mode train --variant b0 --size 224 --batch 128
+bench --tf32 0 --graphs 1 --mode infer --variant b0 --size 224 --batch 1 --iters 50
 # torch_effnet.py up to its data-loader part (which would make 2048 JPEGs).
 PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$LOGS/torch.log"
 import sys
@@ -120,16 +125,18 @@ kiln, torch = {}, {}
 for line in open(sys.argv[1]):
     if line.startswith("kiln mode="):
         f = dict(kv.split("=", 1) for kv in line.split()[1:])
-        kiln[(f["mode"], f["variant"], f["size"], f["batch"], f["tf32"])] = f
+        kiln[(f["mode"], f["variant"], f["size"], f["batch"], f["tf32"], f.get("graphs", "0"))] = f
     elif line.startswith("torch "):
         m = re.match(r"torch (.+?)\s+([0-9.]+) (img/s|ms)$", line.strip())
         if m:
             torch[m.group(1).strip()] = float(m.group(2))
 pairs = [
-    ("train b0@224 bs128: kiln fp32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "0"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
-    ("train b0@224 bs128: kiln tf32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "1"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
-    ("train b3@300 bs64: kiln tf32 / torch fp32", ("train", "b3", "300", "64", "1"), "train b3@300 bs64 fp32 eager", "img_s", 1),
-    ("infer b0@224 bs1: torch / kiln latency (fp32)", ("infer", "b0", "224", "1", "0"), "infer b0@224 bs1 fp32 latency", "ms", -1),
+    ("train b0@224 bs128: kiln fp32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "0", "0"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
+    ("train b0@224 bs128: kiln tf32 / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "1", "0"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
+    ("train b0@224 bs128: kiln tf32 graphs / torch fp32(tf32 conv)", ("train", "b0", "224", "128", "1", "1"), "train b0@224 bs128 fp32(tf32 conv) eager", "img_s", 1),
+    ("train b3@300 bs64: kiln tf32 / torch fp32", ("train", "b3", "300", "64", "1", "0"), "train b3@300 bs64 fp32 eager", "img_s", 1),
+    ("infer b0@224 bs1: torch / kiln latency (fp32)", ("infer", "b0", "224", "1", "0", "0"), "infer b0@224 bs1 fp32 latency", "ms", -1),
+    ("infer b0@224 bs1: torch / kiln latency (fp32, graphs)", ("infer", "b0", "224", "1", "0", "1"), "infer b0@224 bs1 fp32 latency", "ms", -1),
 ]
 for label, kk, tk, field, sense in pairs:
     if kk in kiln and tk in torch:

@@ -28,6 +28,8 @@
 #include "nn/mask.h" /* kiln_nn_mask_uniform: the draw behind `mask` */
 
 typedef struct kiln_nn_backend kiln_nn_backend;
+/* A step graph (see graph_begin), owned by the backend that made it. */
+typedef struct kiln_nn_graph kiln_nn_graph;
 
 /* A 2-D convolution without bias, symmetric zero padding, as Conv2d. */
 typedef struct kiln_conv_desc {
@@ -158,6 +160,27 @@ typedef struct kiln_nn_ops {
     int (*adamw_step)(kiln_nn_backend *be, size_t count, float *param, const float *grad,
                       float *m, float *v, float lr, float beta1, float beta2, float eps,
                       float weight_decay, int64_t step, kiln_err *err);
+
+    /* --- step graphs: optional, NULL where the backend has none (the CPU) --
+     * A pass is a fixed sequence of calls — one training step, one inference
+     * forward — between graph_begin and graph_end. With *g NULL, graph_begin
+     * makes a graph and the pass records it; later passes over the same *g
+     * replay it: each call is checked against the recording (the same op,
+     * buffers, shapes and constants; KILN_EINVAL names the first difference)
+     * and only its changing values are taken (a learning rate, a mask seed,
+     * uploaded bytes). Nothing runs before graph_end, which launches the
+     * whole graph at once, waits for it, and only then writes the pass's host
+     * outputs (download, xent's loss, sum_squares). So inside a pass: no
+     * alloc, release or sync, no host output is read before graph_end, and
+     * each output's destination must stay valid until then (not a local of
+     * a function that returns before graph_end).
+     * The backend records again by itself when its own memory moved (a
+     * workspace grew). After a failed call, graph_cancel ends the pass
+     * without running anything; graph_free frees a graph (NULL is fine). */
+    int (*graph_begin)(kiln_nn_backend *be, kiln_nn_graph **g, kiln_err *err);
+    int (*graph_end)(kiln_nn_backend *be, kiln_nn_graph *g, kiln_err *err);
+    void (*graph_cancel)(kiln_nn_backend *be, kiln_nn_graph *g);
+    void (*graph_free)(kiln_nn_backend *be, kiln_nn_graph *g);
 } kiln_nn_ops;
 
 struct kiln_nn_backend {
@@ -181,7 +204,8 @@ typedef struct kiln_nn_cuda_opts {
     size_t workspace_limit; /* bytes an algorithm may use; 0: 1 GiB */
 } kiln_nn_cuda_opts;
 
-/* Defaults above; KILN_CUDA_TF32=1 in the environment turns TF32 on. */
+/* Defaults above; KILN_CUDA_TF32=1 in the environment turns TF32 on,
+ * KILN_CUDA_FIND=0 the algorithm timing off. */
 void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o);
 /* NULL with KILN_EDEVICE when no GPU is usable or kiln was built without
  * CUDA (-DKILN_CUDA=OFF); the message says why. */
@@ -189,7 +213,9 @@ kiln_nn_backend *kiln_nn_cuda_create(const kiln_nn_cuda_opts *opts, kiln_err *er
 
 /* A backend by name: "cpu" (`threads` workers), "cuda" (an error saying why
  * when no GPU is usable) or "auto"/NULL (CUDA when usable, else the CPU,
- * with an info line on `log` saying why). KILN_EINVAL for other names. */
+ * with an info line on `log` saying why); "cpu-graph-check" is the CPU with
+ * step graphs checked (nn/graph_check.h), for tests. KILN_EINVAL for other
+ * names. */
 kiln_nn_backend *kiln_nn_backend_open(const char *device, int threads, const kiln_logger *log,
                                       kiln_err *err);
 

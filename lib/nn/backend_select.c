@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "nn/backend.h"
+#include "nn/graph_check.h"
 
 void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o)
 {
@@ -12,7 +13,9 @@ void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o)
     const char *tf32 = getenv("KILN_CUDA_TF32");
     o->tf32 = tf32 && strcmp(tf32, "1") == 0;
     o->deterministic = 1;
-    o->find = 1;
+    /* KILN_CUDA_FIND=0: cuDNN's heuristics, the same algorithms in every run. */
+    const char *find = getenv("KILN_CUDA_FIND");
+    o->find = !(find && strcmp(find, "0") == 0);
 }
 
 #ifdef KILN_HAVE_CUDA
@@ -62,6 +65,10 @@ kiln_nn_backend *kiln_nn_backend_open(const char *device, int threads, const kil
             kiln_err_wrap(err, "device cuda");
         return be;
     }
+    /* The CPU under lib/nn/graph_check: step-graph passes checked, not
+     * launched (tests; not offered by the command line). */
+    if (strcmp(device, "cpu-graph-check") == 0)
+        return kiln_nn_graph_checker_create(kiln_nn_cpu_create(threads, err), err);
     kiln_err_set(err, KILN_EINVAL, "device '%s': expected auto, cpu or cuda", device);
     return NULL;
 }

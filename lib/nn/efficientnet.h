@@ -160,6 +160,9 @@ int kiln_effnet_plan_inference(kiln_effnet *m, int batch, int h, int w, kiln_err
 /* Bytes the current plan holds in backend memory (activations and
  * gradient scratch); 0 without a plan. */
 size_t kiln_effnet_plan_bytes(const kiln_effnet *m);
+/* Changes whenever a plan call laid the buffers out anew (another shape or
+ * mode): what a step graph recorded over the old plan is stale then. */
+uint64_t kiln_effnet_plan_generation(const kiln_effnet *m);
 
 /* Run the planned shape on `input` [batch, 3, h, w] (backend memory; it
  * must stay unchanged until kiln_effnet_backward returns). `train`: batch

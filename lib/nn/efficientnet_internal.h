@@ -156,6 +156,7 @@ struct kiln_effnet {
     int inference;              /* kiln_effnet_plan_inference: eval only */
     void *arena;                /* one backend allocation */
     size_t arena_bytes;
+    uint64_t plan_generation;   /* bumped at every new plan: its buffers moved */
     float *slot[EFFNET_SLOTS];
     size_t slot_floats;
     float *small[3];            /* [n, max(channels)] scratch for SE / head grads */

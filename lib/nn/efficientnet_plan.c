@@ -242,6 +242,7 @@ static int plan(kiln_effnet *m, int batch, int h, int w, int inference, kiln_err
     int rc = inference ? plan_inference(m, batch, h, w, err) : plan_training(m, batch, h, w, err);
     if (rc != KILN_OK)
         return rc;
+    m->plan_generation++;
     m->n = batch;
     m->h = h;
     m->w = w;
@@ -257,6 +258,11 @@ int kiln_effnet_plan(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
 int kiln_effnet_plan_inference(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
 {
     return plan(m, batch, h, w, 1, err);
+}
+
+uint64_t kiln_effnet_plan_generation(const kiln_effnet *m)
+{
+    return m->plan_generation;
 }
 
 size_t kiln_effnet_plan_bytes(const kiln_effnet *m)

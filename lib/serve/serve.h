@@ -91,6 +91,9 @@ typedef struct kiln_serve_batching {
      * (may be NULL); `ctx` must outlive the model. */
     void (*on_forward)(void *ctx, int inputs);
     void *ctx;
+    /* 1: every forward after the first runs as one step graph (upload,
+     * forward, download in one launch) where the backend has them (CUDA). */
+    int cuda_graphs;
 } kiln_serve_batching;
 
 /* kiln_serve_model_load with batching (NULL: max_batch 1). */
@@ -99,6 +102,8 @@ kiln_serve_model *kiln_serve_model_load_batched(const char *dir, const char *dev
                                                 const kiln_serve_model_origin *origin,
                                                 kiln_err *err);
 void kiln_serve_model_ref(kiln_serve_model *m);
+/* Forwards that ran as step graphs (batching.cuda_graphs). */
+uint64_t kiln_serve_model_graph_forwards(const kiln_serve_model *m);
 /* Drop a reference; the last one frees the model. NULL is fine. */
 void kiln_serve_model_unref(kiln_serve_model *m);
 
@@ -162,6 +167,7 @@ typedef struct kiln_serve_config {
     uint64_t max_pixels;      /* per image, default 40 megapixels */
     int max_images;           /* per request, default 32 */
     int max_batch;            /* inputs per forward, default 1 (see kiln_serve_batching) */
+    int cuda_graphs;          /* --cuda-graphs (see kiln_serve_batching) */
     int max_wait_ms;          /* how long a forming batch waits, default 2 */
     double poll_interval_s;   /* 0: no polling */
     double shutdown_delay_s;  /* draining: keep serving this long before stopping */

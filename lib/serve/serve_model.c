@@ -30,6 +30,9 @@ struct kiln_serve_model {
     struct srv_batch *forming;   /* the batch inputs join now, or NULL */
     int busy;                    /* a batched forward is running */
     float *staging;              /* host, max_batch inputs */
+    kiln_nn_graph *graph;        /* batching.cuda_graphs: the forward's graph, or NULL */
+    uint64_t forwards;           /* forwards run (the first one outside a graph) */
+    uint64_t graph_forwards;     /* of which as step graphs */
     char *name, *version, *stage, *alias, *source, *run_id, *dir;
     cJSON *run_metrics;
     double load_seconds;
@@ -52,6 +55,8 @@ double srv_wall_s(void)
 
 static void model_free(kiln_serve_model *m)
 {
+    if (m->be && m->graph)
+        m->be->ops->graph_free(m->be, m->graph);
     if (m->be && m->dev_x)
         m->be->ops->release(m->be, m->dev_x);
     kiln_effnet_destroy(m->net);
@@ -196,6 +201,11 @@ const kiln_model_info *kiln_serve_model_info(const kiln_serve_model *m)
     return &m->info;
 }
 
+uint64_t kiln_serve_model_graph_forwards(const kiln_serve_model *m)
+{
+    return m->graph_forwards;
+}
+
 const char *kiln_serve_model_name(const kiln_serve_model *m)
 {
     return m->name;
@@ -219,10 +229,36 @@ static void softmax(const float *logits, int k, float *probs)
         probs[i] = (float)(exp((double)logits[i] - mx) / sum);
 }
 
+/* Upload, forward and download of `out_floats` logits. With cuda_graphs
+ * the forwards after the first (which chooses the conv algorithms) are one
+ * step graph each: the shapes and buffers never change between them. */
+static int device_forward(kiln_serve_model *m, const float *input, size_t in_bytes,
+                          size_t out_floats, kiln_err *err)
+{
+    const kiln_nn_ops *ops = m->be->ops;
+    int graph = m->batching.cuda_graphs && ops->graph_begin && m->forwards > 0;
+    int rc = graph ? ops->graph_begin(m->be, &m->graph, err) : KILN_OK;
+    const float *dev_logits = NULL;
+    if (rc == KILN_OK && (rc = ops->upload(m->be, m->dev_x, input, in_bytes, err)) == KILN_OK &&
+        (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
+        (graph || (rc = ops->sync(m->be, err)) == KILN_OK))
+        rc = ops->download(m->be, m->logits, dev_logits, out_floats * sizeof(float), err);
+    if (!dev_logits && rc == KILN_OK)
+        rc = err && err->code != KILN_OK ? (int)err->code : KILN_EIO;
+    if (graph && rc == KILN_OK)
+        rc = ops->graph_end(m->be, m->graph, err);
+    else if (graph)
+        ops->graph_cancel(m->be, m->graph);
+    if (rc == KILN_OK) {
+        m->forwards++;
+        m->graph_forwards += graph;
+    }
+    return rc;
+}
+
 /* One input under the model's lock (max_batch 1). */
 static int forward_one(kiln_serve_model *m, const float *input, float *probs, kiln_err *err)
 {
-    const kiln_nn_ops *ops = m->be->ops;
     int s = m->info.input_size, k = m->info.num_classes, rc;
     size_t in_bytes = (size_t)3 * s * s * sizeof(float);
     pthread_mutex_lock(&m->lock);
@@ -230,13 +266,7 @@ static int forward_one(kiln_serve_model *m, const float *input, float *probs, ki
     while (m->serving != ticket)
         pthread_cond_wait(&m->turn, &m->lock);
     pthread_mutex_unlock(&m->lock);
-    const float *dev_logits = NULL;
-    if ((rc = ops->upload(m->be, m->dev_x, input, in_bytes, err)) == KILN_OK &&
-        (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
-        (rc = ops->sync(m->be, err)) == KILN_OK)
-        rc = ops->download(m->be, m->logits, dev_logits, (size_t)k * sizeof(float), err);
-    if (!dev_logits && rc == KILN_OK)
-        rc = err ? (int)err->code : KILN_EIO;
+    rc = device_forward(m, input, in_bytes, (size_t)k, err);
     if (rc == KILN_OK)
         softmax(m->logits, k, probs);
     if (rc == KILN_OK && m->batching.on_forward)
@@ -269,7 +299,6 @@ typedef struct srv_batch {
 /* The padded forward of `b` (unlocked: `busy` keeps it alone). */
 static int run_batch(kiln_serve_model *m, const srv_batch *b, kiln_err *err)
 {
-    const kiln_nn_ops *ops = m->be->ops;
     int s = m->info.input_size, k = m->info.num_classes, nb = m->batching.max_batch, rc;
     size_t in_floats = (size_t)3 * s * s;
     for (int i = 0; i < b->n; i++)
@@ -277,14 +306,9 @@ static int run_batch(kiln_serve_model *m, const srv_batch *b, kiln_err *err)
     /* The plan's batch is fixed: the empty slots run too, on zeros. */
     memset(m->staging + (size_t)b->n * in_floats, 0,
            (size_t)(nb - b->n) * in_floats * sizeof(float));
-    const float *dev_logits = NULL;
-    if ((rc = ops->upload(m->be, m->dev_x, m->staging, (size_t)nb * in_floats * sizeof(float),
-                          err)) == KILN_OK &&
-        (dev_logits = kiln_effnet_forward(m->net, m->dev_x, 0, 0, err)) != NULL &&
-        (rc = ops->sync(m->be, err)) == KILN_OK)
-        rc = ops->download(m->be, m->logits, dev_logits, (size_t)b->n * k * sizeof(float), err);
-    if (!dev_logits && rc == KILN_OK)
-        rc = err->code != KILN_OK ? (int)err->code : KILN_EIO;
+    /* All nb rows come back, so every forward is the same graph. */
+    rc = device_forward(m, m->staging, (size_t)nb * in_floats * sizeof(float), (size_t)nb * k,
+                        err);
     for (int i = 0; rc == KILN_OK && i < b->n; i++)
         softmax(m->logits + (size_t)i * k, k, b->slots[i]->probs);
     return rc;

@@ -78,7 +78,8 @@ const char *srv_backend_name(const kiln_serve_config *cfg)
 kiln_serve_batching srv_batching(const kiln_serve_config *cfg, srv_metrics *metrics)
 {
     return (kiln_serve_batching){.max_batch = cfg->max_batch, .max_wait_ms = cfg->max_wait_ms,
-                                 .on_forward = srv_metrics_forward, .ctx = metrics};
+                                 .on_forward = srv_metrics_forward, .ctx = metrics,
+                                 .cuda_graphs = cfg->cuda_graphs};
 }
 
 static kiln_serve_model *load_now(kiln_serve_daemon *d, kiln_err *err)

@@ -158,17 +158,16 @@ static int make_schedule(train_ctx *c, kiln_err *err)
 static int upload_batch(train_ctx *c, const kiln_batch *b, kiln_err *err)
 {
     kiln_nn_backend *be = c->be;
-    int rc = kiln_effnet_plan(c->model, b->n, c->size, c->size, err);
-    if (rc == KILN_OK)
-        rc = be->ops->upload(be, c->x_dev, b->x, (size_t)b->n * 3 * c->size * c->size * 4, err);
+    int rc = be->ops->upload(be, c->x_dev, b->x, (size_t)b->n * 3 * c->size * c->size * 4, err);
     if (rc == KILN_OK)
         rc = be->ops->upload(be, c->y_dev, b->labels, (size_t)b->n * sizeof(int32_t), err);
     return rc;
 }
 
-/* Forward (and loss); accumulates the loss sum and correct count. */
-static int forward_loss(train_ctx *c, const kiln_batch *b, int train, double *loss_sum,
-                        uint64_t *correct, kiln_err *err)
+/* Enqueues the forward and the loss: the loss lands in *loss and the
+ * probabilities in probs_host (at once, or after graph_end in a graph). */
+static int forward_enqueue(train_ctx *c, const kiln_batch *b, int train, double *loss,
+                           kiln_err *err)
 {
     kiln_nn_backend *be = c->be;
     kiln_rng r;
@@ -177,17 +176,21 @@ static int forward_loss(train_ctx *c, const kiln_batch *b, int train, double *lo
     const float *logits = rc == KILN_OK
                               ? kiln_effnet_forward(c->model, c->x_dev, train, kiln_rng_next(&r), err)
                               : NULL;
-    double loss = 0;
     if (!logits)
         return err && (int)err->code ? (int)err->code : KILN_EIO;
     rc = be->ops->xent_forward_backward(be, b->n, c->classes, logits, c->y_dev,
                                         (float)c->o->cfg.train.label_smoothing, c->probs_dev,
-                                        c->dlogits_dev, &loss, err);
+                                        c->dlogits_dev, loss, err);
     if (rc == KILN_OK)
         rc = be->ops->download(be, c->probs_host, c->probs_dev,
                                (size_t)b->n * c->classes * sizeof(float), err);
-    if (rc != KILN_OK)
-        return rc;
+    return rc;
+}
+
+/* Checks the batch's loss and adds it and the correct count to the sums. */
+static int account_batch(train_ctx *c, const kiln_batch *b, int train, double loss,
+                         double *loss_sum, uint64_t *correct, kiln_err *err)
+{
     if (!isfinite(loss) && train)
         return kiln_err_set(err, KILN_EINVAL,
                             "epoch %d, batch %u of %u (step %lld): the training loss is %g; "
@@ -209,18 +212,92 @@ static int forward_loss(train_ctx *c, const kiln_batch *b, int train, double *lo
     return KILN_OK;
 }
 
-static int train_step(train_ctx *c, const kiln_batch *b, kiln_err *err)
+/* Forward (and loss); accumulates the loss sum and correct count. */
+static int forward_loss(train_ctx *c, const kiln_batch *b, int train, double *loss_sum,
+                        uint64_t *correct, kiln_err *err)
 {
-    int rc = forward_loss(c, b, 1, &c->sum_loss, &c->correct, err);
+    double loss = 0;
+    int rc = kiln_effnet_plan(c->model, b->n, c->size, c->size, err);
     if (rc == KILN_OK)
-        rc = kiln_effnet_backward(c->model, c->dlogits_dev, err);
+        rc = forward_enqueue(c, b, train, &loss, err);
+    return rc == KILN_OK ? account_batch(c, b, train, loss, loss_sum, correct, err) : rc;
+}
+
+/* Backward and the optimizer step at this step's learning rate. */
+static int update_enqueue(train_ctx *c, kiln_err *err)
+{
+    int rc = kiln_effnet_backward(c->model, c->dlogits_dev, err);
     if (rc != KILN_OK)
         return rc;
     kiln_optim_set_lr(c->optim, (float)kiln_lr_at(&c->sched, c->step));
     if (c->sched.kind == KILN_LR_ONE_CYCLE && c->sched.cycle_momentum)
         kiln_optim_set_momentum(c->optim, (float)kiln_momentum_at(&c->sched, c->step, 0.9));
-    if ((rc = kiln_optim_step(c->optim, err)) != KILN_OK)
+    return kiln_optim_step(c->optim, err);
+}
+
+/* Whether this step runs as a step graph. Not the first step of a process:
+ * it chooses the conv algorithms and sizes the workspaces, which cannot
+ * happen while a graph records. A graph recorded over an older plan of the
+ * model (the val pass's short last batch moved the buffers) is dropped, so
+ * graph_begin records it again. */
+static int use_graph(train_ctx *c)
+{
+    kiln_nn_backend *be = c->be;
+    if (!c->o->cuda_graphs || !be->ops->graph_begin || c->eager_steps == 0)
+        return 0;
+    uint64_t plan = kiln_effnet_plan_generation(c->model);
+    if (c->graph && c->graph_plan != plan) {
+        be->ops->graph_free(be, c->graph);
+        c->graph = NULL;
+    }
+    c->graph_plan = plan;
+    return 1;
+}
+
+/* One step as a graph: recorded or replayed between graph_begin and
+ * graph_end; the loss is known only after the launch, so a non-finite one
+ * stops the run after its update (outside a graph, before). */
+static int graph_step(train_ctx *c, const kiln_batch *b, double *loss, kiln_err *err)
+{
+    kiln_nn_backend *be = c->be;
+    int recording = c->graph == NULL;
+    int rc = be->ops->graph_begin(be, &c->graph, err);
+    if (rc != KILN_OK)
         return rc;
+    if ((rc = forward_enqueue(c, b, 1, loss, err)) == KILN_OK)
+        rc = update_enqueue(c, err);
+    if (rc != KILN_OK) {
+        be->ops->graph_cancel(be, c->graph);
+        return rc;
+    }
+    if ((rc = be->ops->graph_end(be, c->graph, err)) == KILN_OK) {
+        c->graph_steps++;
+        c->graph_recordings += recording;
+    }
+    return rc;
+}
+
+static int train_step(train_ctx *c, const kiln_batch *b, kiln_err *err)
+{
+    double loss = 0;
+    int rc = kiln_effnet_plan(c->model, b->n, c->size, c->size, err);
+    if (rc == KILN_OK && use_graph(c)) {
+        if ((rc = graph_step(c, b, &loss, err)) == KILN_OK)
+            rc = account_batch(c, b, 1, loss, &c->sum_loss, &c->correct, err);
+        if (rc != KILN_OK)
+            return kiln_err_wrap(err, "step %lld, run as a CUDA graph (without --cuda-graphs it runs eagerly)",
+                                 (long long)c->step + 1);
+    } else {
+        if (rc == KILN_OK)
+            rc = forward_enqueue(c, b, 1, &loss, err);
+        if (rc == KILN_OK)
+            rc = account_batch(c, b, 1, loss, &c->sum_loss, &c->correct, err);
+        if (rc == KILN_OK)
+            rc = update_enqueue(c, err);
+        if (rc != KILN_OK)
+            return rc;
+        c->eager_steps++;
+    }
     c->step++;
     c->seen += (uint64_t)b->n;
     return KILN_OK;
@@ -417,8 +494,9 @@ static int check_opts(const kiln_train_opts *o, kiln_err *err)
         return kiln_err_set(err, KILN_EINVAL, "train: threads must be >= 1, got %d", o->threads);
     if (o->warmup_epochs < 0 || o->patience < 0)
         return kiln_err_set(err, KILN_EINVAL, "train: warmup epochs and patience must be >= 0");
+    /* cpu-graph-check: the tests' CPU with step graphs checked (nn/graph_check.h). */
     if (o->device && strcmp(o->device, "auto") && strcmp(o->device, "cpu") &&
-        strcmp(o->device, "cuda"))
+        strcmp(o->device, "cuda") && strcmp(o->device, "cpu-graph-check"))
         return kiln_err_set(err, KILN_EINVAL, "train: device '%s': expected auto, cpu or cuda",
                             o->device);
     return kiln_config_validate(&o->cfg, err);
@@ -452,6 +530,8 @@ static int setup(train_ctx *c, kiln_err *err)
 static void cleanup(train_ctx *c)
 {
     if (c->be) {
+        if (c->graph)
+            c->be->ops->graph_free(c->be, c->graph);
         c->be->ops->release(c->be, c->x_dev);
         c->be->ops->release(c->be, c->y_dev);
         c->be->ops->release(c->be, c->probs_dev);
@@ -495,6 +575,11 @@ out:
     res.epochs_done = c.epoch;
     res.best_epoch = c.best_epoch;
     res.best_val_accuracy = c.best_val_acc;
+    res.graph_steps = c.graph_steps;
+    res.graph_recordings = c.graph_recordings;
+    if (c.graph_steps)
+        kiln_log_info(o->log, "train: %lld steps ran as CUDA graphs (%lld recorded, the rest "
+                      "replayed)", c.graph_steps, c.graph_recordings);
     if (result)
         *result = res;
     cleanup(&c);

@@ -69,7 +69,9 @@ typedef struct kiln_train_opts {
     int warmup_epochs;          /* linear warmup length, capped to half the run */
     double warmup_start_factor; /* in (0, 1] */
     int patience;               /* early stopping; 0 = off */
-    const char *device;         /* "cpu" (the only backend so far) */
+    const char *device;         /* "cpu", "cuda" or "auto" (kiln_nn_backend_open) */
+    int cuda_graphs;            /* 1: train steps as step graphs where the backend has them
+                                 * (CUDA), from the second step on */
     kiln_mlflow_client *mlflow; /* NULL: no tracking */
     const char *experiment;     /* NULL: "kiln" */
     const char *run_name;       /* NULL: the server's choice */
@@ -88,6 +90,8 @@ typedef struct kiln_train_result {
     int best_epoch;             /* 1-based */
     double best_val_accuracy;
     int early_stopped;
+    long long graph_steps;      /* steps run as step graphs (opts.cuda_graphs) */
+    long long graph_recordings; /* of which recorded (the rest replayed) */
 } kiln_train_result;
 
 /* Defaults: config defaults, 1 thread, seed 42, 1 warmup epoch from factor

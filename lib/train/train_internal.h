@@ -25,6 +25,10 @@ typedef struct train_ctx {
     float *x_dev, *probs_dev, *dlogits_dev;
     int32_t *y_dev;
     float *probs_host;
+    kiln_nn_graph *graph;      /* the train step's graph (opts.cuda_graphs), or NULL */
+    uint64_t graph_plan;       /* the model's plan generation it was recorded over */
+    int64_t eager_steps;       /* steps run outside a graph in this process */
+    long long graph_steps, graph_recordings;
     int size, classes, batch, epochs;
     uint32_t bpe;                 /* train batches per epoch */
 

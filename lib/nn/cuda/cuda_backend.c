@@ -41,6 +41,11 @@ int cuda_arena_reserve(cuda_impl *c, size_t bytes, kiln_err *err)
     size_t cap = cuda_arena_capacity(c->arena_cap, bytes);
     if (cap == c->arena_cap)
         return KILN_OK;
+    /* A recorded graph points into the arena: it must not move under one. */
+    if (cuda_graph_forbid(c, "growing the cuDNN workspace (run one step outside a graph first)",
+                          err) != KILN_OK)
+        return KILN_EINVAL;
+    c->mem_generation++;
     /* cudaFree waits for the work still using the old arena. */
     if (c->arena)
         cudaFree(c->arena);
@@ -56,6 +61,11 @@ void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err)
 {
     size_t cap = cuda_arena_capacity(c->scratch_cap, bytes);
     if (cap != c->scratch_cap) {
+        if (cuda_graph_forbid(c, "growing the reduction scratch (run one step outside a graph "
+                                 "first)",
+                              err) != KILN_OK)
+            return NULL;
+        c->mem_generation++;
         if (c->scratch)
             cudaFree(c->scratch);
         c->scratch_cap = 0;
@@ -83,14 +93,16 @@ double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err)
 
 static void *cuda_alloc(kiln_nn_backend *be, size_t bytes, kiln_err *err)
 {
-    (void)be;
+    if (cuda_graph_forbid(cuda_of(be), "alloc", err) != KILN_OK)
+        return NULL;
     return device_alloc(bytes, "a tensor buffer", err);
 }
 
+/* Inside a pass a release would leave the graph pointing at freed memory;
+ * release cannot fail, so the buffer is kept (leaked) rather than freed. */
 static void cuda_release(kiln_nn_backend *be, void *p)
 {
-    (void)be;
-    if (p)
+    if (p && !cuda_of(be)->pass)
         cudaFree(p);
 }
 
@@ -98,12 +110,26 @@ static int cuda_upload(kiln_nn_backend *be, void *dst, const void *host, size_t 
                        kiln_err *err)
 {
     int rc = KILN_OK;
+    cuda_impl *c = cuda_of(be);
     if (bytes && (!dst || !host))
         return kiln_err_set(err, KILN_EINVAL, "upload: NULL buffer");
+    if (!bytes)
+        return KILN_OK;
+    if (c->pass) {
+        /* The graph copies from a pinned slot, refilled at every pass. */
+        void *slot;
+        const uint64_t w[] = {GW_P(dst), GW_I(bytes)};
+        int g = cuda_graph_visit_slot(c, "upload", w, 2, bytes, &slot, NULL, err);
+        if (g > 0)
+            return g;
+        memcpy(slot, host, bytes);
+        if (g == CUDA_GRAPH_SKIP)
+            return KILN_OK;
+        host = slot;
+    }
     /* From pageable memory this returns once `host` is staged, so the
      * caller may reuse it. */
-    if (bytes)
-        KILN_CUDA(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, cuda_of(be)->stream));
+    KILN_CUDA(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, c->stream));
 fail:
     return rc;
 }
@@ -117,6 +143,20 @@ static int cuda_download(kiln_nn_backend *be, void *host, const void *src, size_
         return kiln_err_set(err, KILN_EINVAL, "download: NULL buffer");
     if (!bytes)
         return KILN_OK;
+    if (c->pass) {
+        /* Into a pinned slot; `host` gets it after the launch. */
+        void *slot;
+        const uint64_t w[] = {GW_P(src), GW_I(bytes)};
+        int g = cuda_graph_visit_slot(c, "download", w, 2, bytes, &slot, NULL, err);
+        if (g > 0)
+            return g;
+        if ((rc = cuda_graph_output(c, KILN_GRAPH_OUT_COPY, host, slot, bytes, 1.0, err)))
+            return rc;
+        if (g == CUDA_GRAPH_SKIP)
+            return KILN_OK;
+        KILN_CUDA(cudaMemcpyAsync(slot, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+        return KILN_OK;
+    }
     KILN_CUDA(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, c->stream));
     KILN_CUDA(cudaStreamSynchronize(c->stream));
 fail:
@@ -132,6 +172,7 @@ static int cuda_copy(kiln_nn_backend *be, float *dst, const float *src, size_t c
         return kiln_err_set(err, KILN_EINVAL, "copy: NULL buffer");
     if (!count || dst == src)
         return KILN_OK;
+    CUDA_GRAPH_OP(c, err, "copy", GW_P(dst), GW_P(src), GW_I(count));
     size_t bytes = count * sizeof *dst;
     if (dst < src + count && src < dst + count) {
         /* memmove semantics (as the CPU's) through the scratch buffer:
@@ -149,7 +190,9 @@ fail:
 
 static int cuda_sync(kiln_nn_backend *be, kiln_err *err)
 {
-    int rc = KILN_OK;
+    int rc = cuda_graph_forbid(cuda_of(be), "sync", err);
+    if (rc != KILN_OK)
+        return rc;
     KILN_CUDA(cudaStreamSynchronize(cuda_of(be)->stream));
 fail:
     return rc;
@@ -172,6 +215,8 @@ static void cuda_destroy(kiln_nn_backend *be)
             cudaFree(c->arena);
         if (c->scratch)
             cudaFree(c->scratch);
+        if (c->blas_workspace)
+            cudaFree(c->blas_workspace);
         free(c->host_scratch);
         if (c->blas)
             cublasDestroy(c->blas);
@@ -219,6 +264,10 @@ static const kiln_nn_ops cuda_ops = {
     .xent_forward_backward = cuda_xent_forward_backward,
     .sgd_step = cuda_sgd_step,
     .adamw_step = cuda_adamw_step,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_cancel = cuda_graph_cancel,
+    .graph_free = cuda_graph_free,
 };
 
 static int setup(cuda_impl *c, kiln_err *err)
@@ -234,6 +283,11 @@ static int setup(cuda_impl *c, kiln_err *err)
     KILN_CUDNN(cudnnSetStream(c->dnn, c->stream));
     KILN_CUBLAS(cublasCreate(&c->blas));
     KILN_CUBLAS(cublasSetStream(c->blas, c->stream));
+    /* A workspace of its own would be allocated lazily, possibly while a
+     * step graph records; cuBLAS asks for a fixed one then. */
+    if (!(c->blas_workspace = device_alloc(CUDA_BLAS_WORKSPACE, "cuBLAS's workspace", err)))
+        return KILN_ENOMEM;
+    KILN_CUBLAS(cublasSetWorkspace(c->blas, c->blas_workspace, CUDA_BLAS_WORKSPACE));
     /* fp32 products stay fp32 unless TF32 is allowed. */
     KILN_CUBLAS(cublasSetMathMode(c->blas, c->opts.tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                         : CUBLAS_DEFAULT_MATH));

@@ -34,6 +34,9 @@ int cuda_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float
                                     save_mean, save_invstd, err);
     if (rc || c == 0)
         return rc;
+    CUDA_GRAPH_OP(ci, err, "bn_forward_train", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(gamma),
+                  GW_P(beta), GW_P(running_mean), GW_P(running_var), GW_F(momentum), GW_F(eps),
+                  GW_P(y), GW_P(save_mean), GW_P(save_invstd));
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
         return rc;
     KILN_CUDNN(cudnnBatchNormalizationForwardTraining(
@@ -53,6 +56,8 @@ int cuda_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float 
     int rc = kiln_nn_check_bn_eval(n, c, hw, x, gamma, beta, running_mean, running_var, y, err);
     if (rc || (long long)n * c * hw == 0)
         return rc;
+    CUDA_GRAPH_OP(ci, err, "bn_forward_eval", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(gamma),
+                  GW_P(beta), GW_P(running_mean), GW_P(running_var), GW_F(eps), GW_P(y));
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
         return rc;
     KILN_CUDNN(cudnnBatchNormalizationForwardInference(
@@ -72,6 +77,9 @@ int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, 
                                        dbeta, err);
     if (rc || c == 0)
         return rc;
+    CUDA_GRAPH_OP(ci, err, "bn_backward", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(dy),
+                  GW_P(gamma), GW_P(save_mean), GW_P(save_invstd), GW_P(dx), GW_P(dgamma),
+                  GW_P(dbeta));
     if ((long long)n * hw == 0) {
         /* Nothing to normalise: the CPU writes zero parameter gradients. */
         KILN_CUDA(cudaMemsetAsync(dgamma, 0, (size_t)c * sizeof *dgamma, ci->stream));

@@ -175,6 +175,23 @@ static int plan_choose(cuda_impl *c, conv_plan *p, int dir, const kiln_conv_desc
     return KILN_OK;
 }
 
+/* While recording, cudnnFind and a growing arena would break the capture:
+ * the shape must have run once before. */
+static int plan_known(cuda_impl *c, int dir, const kiln_conv_desc *d, int n, int h, int w,
+                      kiln_err *err)
+{
+    cuda_conv_key key;
+    cuda_conv_key_make(&key, d, n, h, w);
+    const conv_plan *p = cuda_cache_find(&c->convs, &key);
+    if (p && p->chosen[dir])
+        return KILN_OK;
+    return kiln_err_set(err, KILN_EINVAL,
+                        "%s of a shape not run before the step graph recording (conv in %d out "
+                        "%d k %d stride %d groups %d, n %d %dx%d): run one step outside a graph "
+                        "first",
+                        dir_name(dir), d->in_c, d->out_c, d->k, d->stride, d->groups, n, h, w);
+}
+
 static int conv_run(kiln_nn_backend *be, int dir, const kiln_conv_desc *d, int n, int h, int w,
                     const float *a, const float *b, float *out, kiln_err *err)
 {
@@ -182,6 +199,11 @@ static int conv_run(kiln_nn_backend *be, int dir, const kiln_conv_desc *d, int n
     const float one = 1.0f, zero = 0.0f;
     int rc = kiln_nn_check_conv(dir_name(dir), d, n, h, w, a, b, out, err);
     if (rc)
+        return rc;
+    CUDA_GRAPH_OP(c, err, dir_name(dir), GW_I(d->in_c), GW_I(d->out_c), GW_I(d->k),
+                  GW_I(d->stride), GW_I(d->pad), GW_I(d->groups), GW_I(n), GW_I(h), GW_I(w),
+                  GW_P(a), GW_P(b), GW_P(out));
+    if (c->pass && n > 0 && (rc = plan_known(c, dir, d, n, h, w, err)) != KILN_OK)
         return rc;
     if (n == 0) {
         /* cuDNN refuses empty tensors; the CPU writes a zero filter gradient. */

@@ -25,6 +25,7 @@
 #include "nn/backend.h"
 #include "nn/cuda/cuda_kernels.h"
 #include "nn/cuda/cuda_plan.h"
+#include "nn/graph_trace.h"
 
 typedef struct cuda_impl {
     kiln_nn_cuda_opts opts;
@@ -39,6 +40,9 @@ typedef struct cuda_impl {
     double *host_scratch;
     size_t host_scratch_cap;
     cuda_cache convs;
+    void *blas_workspace;   /* cuBLAS's own, fixed so it never allocates under a capture */
+    kiln_nn_graph *pass;    /* the step graph pass under way, or NULL (cuda_graph.c) */
+    uint64_t mem_generation; /* bumped whenever the arena or scratch moves */
 } cuda_impl;
 
 static inline cuda_impl *cuda_of(kiln_nn_backend *be)
@@ -55,6 +59,48 @@ int cuda_arena_reserve(cuda_impl *c, size_t bytes, kiln_err *err);
 void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err);
 /* Host scratch of at least `count` doubles; NULL on failure. */
 double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err);
+
+/* --- step graphs (cuda_graph.c) ------------------------------------------
+ * Every op that enqueues work first visits the pass: outside one, and while
+ * recording, the op runs (a recording is a stream capture); in a replay it
+ * is only checked and returns (CUDA_GRAPH_SKIP), the graph already holds
+ * its work. `words` fix the op's work: its buffers, sizes and constants. */
+#define CUDA_GRAPH_SKIP (-1)
+/* cuBLAS's fixed workspace (its advice for Hopper: 32 MiB). */
+#define CUDA_BLAS_WORKSPACE ((size_t)32 << 20)
+int cuda_graph_visit(cuda_impl *c, const char *op, const uint64_t *words, size_t n_words,
+                     kiln_err *err);
+/* The same with a slot of `slot_bytes` (pinned host; a device twin in
+ * *dev_slot when dev_slot is not NULL) that stays at its address for every
+ * replay; outside a pass *slot = *dev_slot = NULL. */
+int cuda_graph_visit_slot(cuda_impl *c, const char *op, const uint64_t *words, size_t n_words,
+                          size_t slot_bytes, void **slot, void **dev_slot, kiln_err *err);
+/* A host output of the pass under way, written after its launch. */
+int cuda_graph_output(cuda_impl *c, kiln_graph_out_kind kind, void *dst, const void *slot,
+                      size_t count, double divisor, kiln_err *err);
+/* KILN_EINVAL naming `what` when a pass is under way (alloc, release, sync,
+ * a workspace that would move). */
+int cuda_graph_forbid(cuda_impl *c, const char *what, kiln_err *err);
+int cuda_graph_begin(kiln_nn_backend *be, kiln_nn_graph **g, kiln_err *err);
+int cuda_graph_end(kiln_nn_backend *be, kiln_nn_graph *g, kiln_err *err);
+void cuda_graph_cancel(kiln_nn_backend *be, kiln_nn_graph *g);
+void cuda_graph_free(kiln_nn_backend *be, kiln_nn_graph *g);
+
+/* Visits the pass with the words given; returns from the op when it is
+ * replayed (KILN_OK) or the visit failed. */
+#define CUDA_GRAPH_OP(c, err, op, ...)                                                      \
+    do {                                                                                    \
+        const uint64_t graph_words_[] = {__VA_ARGS__};                                      \
+        int graph_rc_ = cuda_graph_visit((c), (op), graph_words_,                           \
+                                         sizeof graph_words_ / sizeof graph_words_[0], (err)); \
+        if (graph_rc_ == CUDA_GRAPH_SKIP)                                                   \
+            return KILN_OK;                                                                 \
+        if (graph_rc_ != KILN_OK)                                                           \
+            return graph_rc_;                                                               \
+    } while (0)
+#define GW_P(p) kiln_graph_word_ptr(p)
+#define GW_F(f) kiln_graph_word_float(f)
+#define GW_I(i) ((uint64_t)(i))
 
 /* Ops, one group per file. */
 int cuda_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,

@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "nn/cuda/cuda_kernels.h"
+#include "nn/cuda/cuda_launch.h"
 #include "nn/mask.h"
 
 #define THREADS 256
@@ -106,13 +107,16 @@ extern "C" cudaError_t cuda_launch_ew(cudaStream_t s, cuda_ew_kind kind, size_t 
 {
     if (count == 0)
         return cudaSuccess;
-    ew_kernel<<<blocks_for(count), THREADS, 0, s>>>((int)kind, count, a, b, y, alpha);
+    KILN_LAUNCH(ew_kernel, blocks_for(count), THREADS, 0, s)((int)kind, count, a, b, y, alpha);
     return cudaGetLastError();
 }
 
+// dev_seed: a step graph's seed, read when the graph runs (else NULL).
 __global__ static void mask_kernel(size_t count, float p, float keep, uint64_t seed,
-                                   uint64_t offset, float *mask)
+                                   uint64_t offset, float *mask, const uint64_t *dev_seed)
 {
+    if (dev_seed)
+        seed = *dev_seed;
     GRID_LOOP(i, count)
     mask[i] = kiln_nn_mask_uniform(seed, offset + i) >= p ? keep : 0.0f;
 }
@@ -123,7 +127,20 @@ extern "C" cudaError_t cuda_launch_mask(cudaStream_t s, size_t count, float p, u
     if (count == 0)
         return cudaSuccess;
     float keep = 1.0f / (1.0f - p); // on the host, as the CPU computes it
-    mask_kernel<<<blocks_for(count), THREADS, 0, s>>>(count, p, keep, seed, offset, mask);
+    KILN_LAUNCH(mask_kernel, blocks_for(count), THREADS, 0, s)(count, p, keep, seed, offset, mask,
+                                                               (const uint64_t *)nullptr);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_mask_dev(cudaStream_t s, size_t count, float p,
+                                            uint64_t offset, float *mask,
+                                            const uint64_t *dev_seed)
+{
+    if (count == 0)
+        return cudaSuccess;
+    float keep = 1.0f / (1.0f - p);
+    KILN_LAUNCH(mask_kernel, blocks_for(count), THREADS, 0, s)(count, p, keep, 0, offset, mask,
+                                                               dev_seed);
     return cudaGetLastError();
 }
 
@@ -140,7 +157,8 @@ extern "C" cudaError_t cuda_launch_scale_samples(cudaStream_t s, int n, size_t p
     size_t total = (size_t)n * per_sample;
     if (total == 0)
         return cudaSuccess;
-    scale_samples_kernel<<<blocks_for(total), THREADS, 0, s>>>(total, per_sample, x, scale, y);
+    KILN_LAUNCH(scale_samples_kernel, blocks_for(total), THREADS, 0, s)(total, per_sample, x,
+                                                                        scale, y);
     return cudaGetLastError();
 }
 
@@ -164,7 +182,7 @@ extern "C" cudaError_t cuda_launch_sum_squares(cudaStream_t s, size_t count, con
     if (count == 0)
         return cudaSuccess;
     size_t blocks = (count + CUDA_SUMSQ_CHUNK - 1) / CUDA_SUMSQ_CHUNK;
-    sum_squares_kernel<<<(unsigned)blocks, THREADS, 0, s>>>(count, x, partial);
+    KILN_LAUNCH(sum_squares_kernel, (unsigned)blocks, THREADS, 0, s)(count, x, partial);
     return cudaGetLastError();
 }
 
@@ -185,7 +203,7 @@ extern "C" cudaError_t cuda_launch_avgpool_fwd(cudaStream_t s, size_t rows, int 
 {
     if (rows == 0)
         return cudaSuccess;
-    avgpool_fwd_kernel<<<(unsigned)rows, THREADS, 0, s>>>(hw, x, y);
+    KILN_LAUNCH(avgpool_fwd_kernel, (unsigned)rows, THREADS, 0, s)(hw, x, y);
     return cudaGetLastError();
 }
 
@@ -202,7 +220,7 @@ extern "C" cudaError_t cuda_launch_avgpool_bwd(cudaStream_t s, size_t rows, int 
     size_t total = rows * (size_t)hw;
     if (total == 0)
         return cudaSuccess;
-    avgpool_bwd_kernel<<<blocks_for(total), THREADS, 0, s>>>(total, hw, dy, dx);
+    KILN_LAUNCH(avgpool_bwd_kernel, blocks_for(total), THREADS, 0, s)(total, hw, dy, dx);
     return cudaGetLastError();
 }
 
@@ -219,7 +237,7 @@ extern "C" cudaError_t cuda_launch_scale_channels_fwd(cudaStream_t s, size_t row
     size_t total = rows * (size_t)hw;
     if (total == 0)
         return cudaSuccess;
-    scale_channels_fwd_kernel<<<blocks_for(total), THREADS, 0, s>>>(total, hw, x, sc, y);
+    KILN_LAUNCH(scale_channels_fwd_kernel, blocks_for(total), THREADS, 0, s)(total, hw, x, sc, y);
     return cudaGetLastError();
 }
 
@@ -246,7 +264,7 @@ extern "C" cudaError_t cuda_launch_scale_channels_bwd(cudaStream_t s, size_t row
 {
     if (rows == 0)
         return cudaSuccess;
-    scale_channels_bwd_kernel<<<(unsigned)rows, THREADS, 0, s>>>(hw, x, sc, dy, dx, ds);
+    KILN_LAUNCH(scale_channels_bwd_kernel, (unsigned)rows, THREADS, 0, s)(hw, x, sc, dy, dx, ds);
     return cudaGetLastError();
 }
 
@@ -262,7 +280,7 @@ extern "C" cudaError_t cuda_launch_bias_rows(cudaStream_t s, int n, int out, con
     size_t total = (size_t)n * (size_t)out;
     if (total == 0)
         return cudaSuccess;
-    bias_rows_kernel<<<blocks_for(total), THREADS, 0, s>>>(total, out, bias, y);
+    KILN_LAUNCH(bias_rows_kernel, blocks_for(total), THREADS, 0, s)(total, out, bias, y);
     return cudaGetLastError();
 }
 
@@ -283,8 +301,8 @@ extern "C" cudaError_t cuda_launch_bias_grad(cudaStream_t s, int n, int out, con
 {
     if (out == 0)
         return cudaSuccess;
-    bias_grad_kernel<<<(unsigned)((out + THREADS - 1) / THREADS), THREADS, 0, s>>>(n, out, dy,
-                                                                                  dbias);
+    unsigned blocks = (unsigned)((out + THREADS - 1) / THREADS);
+    KILN_LAUNCH(bias_grad_kernel, blocks, THREADS, 0, s)(n, out, dy, dbias);
     return cudaGetLastError();
 }
 
@@ -309,6 +327,16 @@ __global__ static void xent_kernel(int n, int classes, const float *logits, cons
     double on = 1.0 - (double)ls, off = (double)ls / classes;
     double lse = mx + log(sum);
     int label = labels[blockIdx.x];
+    // Inside a step graph the host has not checked the labels: a bad one
+    // makes its row NaN (the step's loss then says so) instead of a read
+    // out of bounds.
+    if (label < 0 || label >= classes) {
+        for (int c = threadIdx.x; c < classes; c += THREADS)
+            probs[o + c] = dlogits[o + c] = NAN;
+        if (threadIdx.x == 0)
+            row_loss[blockIdx.x] = NAN;
+        return;
+    }
     if (threadIdx.x == 0)
         row_loss[blockIdx.x] = lse - on * l[label] - off * lsum;
     for (int c = threadIdx.x; c < classes; c += THREADS) {
@@ -325,16 +353,19 @@ extern "C" cudaError_t cuda_launch_xent(cudaStream_t s, int n, int classes, cons
 {
     if (n == 0)
         return cudaSuccess;
-    xent_kernel<<<(unsigned)n, THREADS, 0, s>>>(n, classes, logits, labels, ls, probs, dlogits,
-                                                row_loss);
+    KILN_LAUNCH(xent_kernel, (unsigned)n, THREADS, 0, s)(n, classes, logits, labels, ls, probs,
+                                                         dlogits, row_loss);
     return cudaGetLastError();
 }
 
 // torch.optim.SGD's order: d = g + wd*p; buf = buf*m + d; d = nesterov ?
 // d + m*buf : buf; p = p + (-lr)*d — each product and sum rounded alone.
+// dev_a: a step graph's scalars, read when the graph runs (else NULL).
 __global__ static void sgd_kernel(size_t count, float *p, const float *g, float *buf,
-                                  cuda_sgd_args a)
+                                  cuda_sgd_args a, const cuda_sgd_args *dev_a)
 {
+    if (dev_a)
+        a = *dev_a;
     GRID_LOOP(i, count)
     {
         float d = g[i];
@@ -354,15 +385,29 @@ extern "C" cudaError_t cuda_launch_sgd(cudaStream_t s, size_t count, float *p, c
 {
     if (count == 0)
         return cudaSuccess;
-    sgd_kernel<<<blocks_for(count), THREADS, 0, s>>>(count, p, g, buf, *a);
+    KILN_LAUNCH(sgd_kernel, blocks_for(count), THREADS, 0, s)(count, p, g, buf, *a,
+                                                              (const cuda_sgd_args *)nullptr);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_sgd_dev(cudaStream_t s, size_t count, float *p,
+                                           const float *g, float *buf,
+                                           const cuda_sgd_args *dev_a)
+{
+    if (count == 0)
+        return cudaSuccess;
+    cuda_sgd_args unused = {0, 0, 0, 0};
+    KILN_LAUNCH(sgd_kernel, blocks_for(count), THREADS, 0, s)(count, p, g, buf, unused, dev_a);
     return cudaGetLastError();
 }
 
 // torch.optim.AdamW (single tensor): p *= 1 - lr*wd; m = m*b1 + (1-b1)*g;
 // v = v*b2 + (1-b2)*g*g; p += -lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps).
 __global__ static void adamw_kernel(size_t count, float *p, const float *g, float *m, float *v,
-                                    cuda_adamw_args a)
+                                    cuda_adamw_args a, const cuda_adamw_args *dev_a)
 {
+    if (dev_a)
+        a = *dev_a;
     GRID_LOOP(i, count)
     {
         float gi = g[i];
@@ -381,6 +426,18 @@ extern "C" cudaError_t cuda_launch_adamw(cudaStream_t s, size_t count, float *p,
 {
     if (count == 0)
         return cudaSuccess;
-    adamw_kernel<<<blocks_for(count), THREADS, 0, s>>>(count, p, g, m, v, *a);
+    KILN_LAUNCH(adamw_kernel, blocks_for(count), THREADS, 0, s)(count, p, g, m, v, *a,
+                                                                (const cuda_adamw_args *)nullptr);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_adamw_dev(cudaStream_t s, size_t count, float *p,
+                                             const float *g, float *m, float *v,
+                                             const cuda_adamw_args *dev_a)
+{
+    if (count == 0)
+        return cudaSuccess;
+    cuda_adamw_args unused = {0, 0, 0, 0, 0, 0, 0, 0};
+    KILN_LAUNCH(adamw_kernel, blocks_for(count), THREADS, 0, s)(count, p, g, m, v, unused, dev_a);
     return cudaGetLastError();
 }

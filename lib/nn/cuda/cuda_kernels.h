@@ -72,7 +72,8 @@ cudaError_t cuda_launch_bias_rows(cudaStream_t s, int n, int out, const float *b
 /* dbias[o] = sum over n rows of dy[i, o] (double) */
 cudaError_t cuda_launch_bias_grad(cudaStream_t s, int n, int out, const float *dy, float *dbias);
 /* Softmax cross-entropy with label smoothing, one block per row: probs,
- * dlogits (divided by n) and row_loss[i] (double); labels already checked. */
+ * dlogits (divided by n) and row_loss[i] (double). A label outside
+ * [0, classes) makes its row NaN (the host checks them outside graphs). */
 cudaError_t cuda_launch_xent(cudaStream_t s, int n, int classes, const float *logits,
                              const int32_t *labels, float ls, float *probs, float *dlogits,
                              double *row_loss);
@@ -80,6 +81,14 @@ cudaError_t cuda_launch_sgd(cudaStream_t s, size_t count, float *p, const float 
                             const cuda_sgd_args *a);
 cudaError_t cuda_launch_adamw(cudaStream_t s, size_t count, float *p, const float *g, float *m,
                               float *v, const cuda_adamw_args *a);
+/* The same three with their per-step values in device memory, read when
+ * the kernel runs: a step graph's slots (the seed; the optimizer's args). */
+cudaError_t cuda_launch_mask_dev(cudaStream_t s, size_t count, float p, uint64_t offset,
+                                 float *mask, const uint64_t *dev_seed);
+cudaError_t cuda_launch_sgd_dev(cudaStream_t s, size_t count, float *p, const float *g,
+                                float *buf, const cuda_sgd_args *dev_a);
+cudaError_t cuda_launch_adamw_dev(cudaStream_t s, size_t count, float *p, const float *g,
+                                  float *m, float *v, const cuda_adamw_args *dev_a);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,8 @@ int cuda_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float
     int rc = kiln_nn_check_linear_forward(n, in, out, x, weight, y, err);
     if (rc || n == 0)
         return rc;
+    CUDA_GRAPH_OP(c, err, "linear_forward", GW_I(n), GW_I(in), GW_I(out), GW_P(x), GW_P(weight),
+                  GW_P(bias), GW_P(y));
     if (bias)
         KILN_CUDA(cuda_launch_bias_rows(c->stream, n, out, bias, y));
     KILN_CUBLAS(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &one, weight, in, x, in,
@@ -34,6 +36,8 @@ int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const floa
     int rc = kiln_nn_check_linear_backward(n, in, out, x, weight, dy, dweight, err);
     if (rc)
         return rc;
+    CUDA_GRAPH_OP(c, err, "linear_backward", GW_I(n), GW_I(in), GW_I(out), GW_P(x), GW_P(weight),
+                  GW_P(dy), GW_P(dx), GW_P(dweight), GW_P(dbias));
     if (n == 0) {
         KILN_CUDA(cudaMemsetAsync(dweight, 0, (size_t)in * out * sizeof *dweight, c->stream));
         if (dbias)

@@ -4,6 +4,7 @@
  * argument checks are the CPU oracle's, so both refuse the same calls. */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "nn/cuda/cuda_internal.h"
 
@@ -16,6 +17,8 @@ static int ew(kiln_nn_backend *be, const char *op, cuda_ew_kind kind, size_t cou
     int rc = kiln_nn_check_ew(op, count, inputs, a, b, y, err);
     if (rc || count == 0)
         return rc;
+    CUDA_GRAPH_OP(cuda_of(be), err, op, GW_I(kind), GW_I(count), GW_P(a), GW_P(b), GW_P(y),
+                  GW_F(alpha));
     KILN_CUDA(cuda_launch_ew(cuda_of(be)->stream, kind, count, a, b, y, alpha));
 fail:
     return rc;
@@ -78,8 +81,27 @@ int cuda_sum_squares(kiln_nn_backend *be, size_t count, const float *x, double *
         return KILN_OK;
     size_t chunks = (count + CUDA_SUMSQ_CHUNK - 1) / CUDA_SUMSQ_CHUNK;
     double *partial = cuda_scratch(c, chunks * sizeof(double), err);
+    if (!partial)
+        return err ? (int)err->code : KILN_ENOMEM;
+    if (c->pass) {
+        /* The partials land in a pinned slot; the sum is written after the launch. */
+        void *slot;
+        const uint64_t w[] = {GW_P(x), GW_I(count)};
+        int g = cuda_graph_visit_slot(c, "sum_squares", w, 2, chunks * sizeof(double), &slot,
+                                      NULL, err);
+        if (g > 0)
+            return g;
+        if ((rc = cuda_graph_output(c, KILN_GRAPH_OUT_SUM_F64, host_out, slot, chunks, 1.0, err)))
+            return rc;
+        if (g == CUDA_GRAPH_SKIP)
+            return KILN_OK;
+        KILN_CUDA(cuda_launch_sum_squares(c->stream, count, x, partial));
+        KILN_CUDA(cudaMemcpyAsync(slot, partial, chunks * sizeof(double), cudaMemcpyDeviceToHost,
+                                  c->stream));
+        return KILN_OK;
+    }
     double *host = cuda_host_scratch(c, chunks, err);
-    if (!partial || !host)
+    if (!host)
         return err ? (int)err->code : KILN_ENOMEM;
     KILN_CUDA(cuda_launch_sum_squares(c->stream, count, x, partial));
     KILN_CUDA(cudaMemcpyAsync(host, partial, chunks * sizeof *host, cudaMemcpyDeviceToHost,
@@ -94,13 +116,46 @@ fail:
     return rc;
 }
 
+/* The visit of an op whose scalars change every step (a seed, a learning
+ * rate). Outside a pass *dev = NULL and the kernel takes `args` by value; in
+ * a pass they go to the call's slot, and while recording a captured copy
+ * moves the slot to its device twin, from which the kernel reads them, so
+ * each replay uses the values of its own step. */
+static int step_scalars(cuda_impl *c, const char *op, const uint64_t *words, size_t n_words,
+                        const void *args, size_t bytes, void **dev, kiln_err *err)
+{
+    int rc = KILN_OK;
+    void *slot = NULL;
+    *dev = NULL;
+    if (!c->pass)
+        return KILN_OK;
+    int g = cuda_graph_visit_slot(c, op, words, n_words, bytes, &slot, dev, err);
+    if (g > 0)
+        return g;
+    memcpy(slot, args, bytes);
+    if (g == CUDA_GRAPH_SKIP)
+        return g;
+    KILN_CUDA(cudaMemcpyAsync(*dev, slot, bytes, cudaMemcpyHostToDevice, c->stream));
+fail:
+    return rc;
+}
+
 int cuda_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
               float *mask, kiln_err *err)
 {
+    cuda_impl *c = cuda_of(be);
     int rc = kiln_nn_check_mask(count, p, mask, err);
     if (rc || count == 0)
         return rc;
-    KILN_CUDA(cuda_launch_mask(cuda_of(be)->stream, count, p, seed, offset, mask));
+    void *dev;
+    const uint64_t w[] = {GW_I(count), GW_F(p), GW_I(offset), GW_P(mask)};
+    int g = step_scalars(c, "mask", w, 4, &seed, sizeof seed, &dev, err);
+    if (g != KILN_OK)
+        return g == CUDA_GRAPH_SKIP ? KILN_OK : g;
+    if (dev)
+        KILN_CUDA(cuda_launch_mask_dev(c->stream, count, p, offset, mask, dev));
+    else
+        KILN_CUDA(cuda_launch_mask(c->stream, count, p, seed, offset, mask));
 fail:
     return rc;
 }
@@ -111,6 +166,8 @@ int cuda_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const floa
     int rc = kiln_nn_check_scale_samples(n, per_sample, x, scale, y, err);
     if (rc || n == 0 || per_sample == 0)
         return rc;
+    CUDA_GRAPH_OP(cuda_of(be), err, "scale_samples", GW_I(n), GW_I(per_sample), GW_P(x),
+                  GW_P(scale), GW_P(y));
     KILN_CUDA(cuda_launch_scale_samples(cuda_of(be)->stream, n, per_sample, x, scale, y));
 fail:
     return rc;
@@ -129,6 +186,8 @@ static int rows_op(kiln_nn_backend *be, const char *op, int kind, int n, int c, 
     size_t rows = (size_t)n * (size_t)c;
     if (rows == 0)
         return KILN_OK;
+    CUDA_GRAPH_OP(cuda_of(be), err, op, GW_I(rows), GW_I(hw), GW_P(x), GW_P(s), GW_P(dy),
+                  GW_P(y), GW_P(dx), GW_P(ds));
     cudaStream_t st = cuda_of(be)->stream;
     switch (kind) {
     case AVG_FWD:
@@ -181,8 +240,35 @@ int cuda_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw, cons
                              dx, ds, err);
 }
 
-/* Labels are checked on the host (n int32, one small copy) so a bad one
- * gets the CPU's message before anything is written. */
+/* In a step graph: the row losses go to a pinned slot and their mean is
+ * written after the launch; the labels are not read back (that would
+ * synchronise inside the step), the kernel gives a bad one's row a NaN loss. */
+static int xent_in_graph(cuda_impl *c, int n, int classes, const float *logits,
+                         const int32_t *labels, float ls, float *probs, float *dlogits,
+                         double *rows, double *host_loss, kiln_err *err)
+{
+    int rc = KILN_OK;
+    void *slot;
+    const uint64_t w[] = {GW_I(n),      GW_I(classes), GW_P(logits), GW_P(labels),
+                          GW_F(ls),     GW_P(probs),   GW_P(dlogits)};
+    int g = cuda_graph_visit_slot(c, "xent_forward_backward", w, 7, (size_t)n * sizeof(double),
+                                  &slot, NULL, err);
+    if (g > 0)
+        return g;
+    if ((rc = cuda_graph_output(c, KILN_GRAPH_OUT_SUM_F64, host_loss, slot, (size_t)n, (double)n,
+                                err)))
+        return rc;
+    if (g == CUDA_GRAPH_SKIP)
+        return KILN_OK;
+    KILN_CUDA(cuda_launch_xent(c->stream, n, classes, logits, labels, ls, probs, dlogits, rows));
+    KILN_CUDA(cudaMemcpyAsync(slot, rows, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost,
+                              c->stream));
+fail:
+    return rc;
+}
+
+/* Outside a graph the labels are checked on the host (n int32, one small
+ * copy) so a bad one gets the CPU's message before anything is written. */
 int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const float *logits,
                                const int32_t *labels, float ls, float *probs, float *dlogits,
                                double *host_loss, kiln_err *err)
@@ -194,11 +280,16 @@ int cuda_xent_forward_backward(kiln_nn_backend *be, int n, int classes, const fl
     if ((rc = kiln_nn_check_ptrs(err, "xent_forward_backward", 5, logits, labels, probs, dlogits,
                               host_loss)))
         return rc;
+    double *rows = cuda_scratch(c, (size_t)n * sizeof(double), err);
+    if (!rows)
+        return err ? (int)err->code : KILN_ENOMEM;
+    if (c->pass)
+        return xent_in_graph(c, n, classes, logits, labels, ls, probs, dlogits, rows, host_loss,
+                             err);
     /* Host scratch: n doubles of row losses, then n int32 labels. */
     size_t doubles = (size_t)n + ((size_t)n + 1) / 2;
     double *host = cuda_host_scratch(c, doubles, err);
-    double *rows = cuda_scratch(c, (size_t)n * sizeof(double), err);
-    if (!host || !rows)
+    if (!host)
         return err ? (int)err->code : KILN_ENOMEM;
     int32_t *host_labels = (int32_t *)(void *)(host + n);
     KILN_CUDA(cudaMemcpyAsync(host_labels, labels, (size_t)n * sizeof *host_labels,
@@ -231,7 +322,15 @@ int cuda_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *
         return rc;
     cuda_sgd_args a = {.lr = lr, .momentum = momentum, .wd = weight_decay,
                        .nesterov = nesterov != 0};
-    KILN_CUDA(cuda_launch_sgd(cuda_of(be)->stream, count, param, grad, momentum_buf, &a));
+    void *dev;
+    const uint64_t w[] = {GW_I(count), GW_P(param), GW_P(grad), GW_P(momentum_buf)};
+    int g = step_scalars(cuda_of(be), "sgd_step", w, 4, &a, sizeof a, &dev, err);
+    if (g != KILN_OK)
+        return g == CUDA_GRAPH_SKIP ? KILN_OK : g;
+    if (dev)
+        KILN_CUDA(cuda_launch_sgd_dev(cuda_of(be)->stream, count, param, grad, momentum_buf, dev));
+    else
+        KILN_CUDA(cuda_launch_sgd(cuda_of(be)->stream, count, param, grad, momentum_buf, &a));
 fail:
     return rc;
 }
@@ -258,7 +357,15 @@ int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float
                          .eps = eps,
                          .bc2_sqrt = (float)sqrt(bc2),
                          .neg_step = (float)(-(double)lr / bc1)};
-    KILN_CUDA(cuda_launch_adamw(cuda_of(be)->stream, count, param, grad, m, v, &a));
+    void *dev;
+    const uint64_t w[] = {GW_I(count), GW_P(param), GW_P(grad), GW_P(m), GW_P(v)};
+    int g = step_scalars(cuda_of(be), "adamw_step", w, 5, &a, sizeof a, &dev, err);
+    if (g != KILN_OK)
+        return g == CUDA_GRAPH_SKIP ? KILN_OK : g;
+    if (dev)
+        KILN_CUDA(cuda_launch_adamw_dev(cuda_of(be)->stream, count, param, grad, m, v, dev));
+    else
+        KILN_CUDA(cuda_launch_adamw(cuda_of(be)->stream, count, param, grad, m, v, &a));
 fail:
     return rc;
 }
