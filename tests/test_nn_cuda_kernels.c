@@ -21,6 +21,8 @@
  * gives wrong sums, divergent barriers and bad configurations fail the
  * launch, so the comparisons cannot pass by the emulator running nothing.
  * cuDNN and cuBLAS calls of the backend are not covered here. */
+#include <stdarg.h>
+
 #include <cuda_runtime_api.h>
 
 #include "nn/cuda/cuda_kernels.h"
@@ -74,13 +76,13 @@ static void check_equal(const char *what, const float *got, const float *want, s
 {
     for (size_t i = 0; i < n; i++)
         if (!(got[i] == want[i]))
-            fail_msg("%s: element %zu of %zu is %.9g, the CPU's %.9g", what, i, n,
-                     (double)got[i], (double)want[i]);
+            fail_msg("%s: element %zu of %zu is %.9g, the CPU's %.9g", what, i, n, (double)got[i],
+                     (double)want[i]);
 }
 
 /* |got - want| <= rel * |want| + abs[i] (abs NULL: abs0 everywhere). */
-static void check_near(const char *what, const float *got, const float *want, size_t n,
-                       double rel, const double *abs, double abs0)
+static void check_near(const char *what, const float *got, const float *want, size_t n, double rel,
+                       const double *abs, double abs0)
 {
     for (size_t i = 0; i < n; i++) {
         double lim = rel * fabs((double)want[i]) + (abs ? abs[i] : abs0);
@@ -88,6 +90,16 @@ static void check_near(const char *what, const float *got, const float *want, si
             fail_msg("%s: element %zu of %zu is %.9g, the CPU's %.9g (limit %.3g)", what, i, n,
                      (double)got[i], (double)want[i], lim);
     }
+}
+
+/* Releases n buffers of the CPU backend. */
+static void cpu_free(kiln_nn_backend *be, int n, ...)
+{
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++)
+        be->ops->release(be, va_arg(ap, float *));
+    va_end(ap);
 }
 
 static kiln_nn_backend *cpu_backend(void)
@@ -115,9 +127,9 @@ static void test_emu_indices(void **state)
         free(hits);
     }
     /* Refused configurations run nothing. */
-    static const unsigned badcfg[][6] = {
-        {1, 1, 1, 1025, 1, 1}, {1, 1, 1, 0, 1, 1}, {0, 1, 1, 32, 1, 1},
-        {1, 1, 1, 1, 1, 65},   {1, 70000, 1, 1, 1, 1}, {1, 1, 1, 64, 32, 1}};
+    static const unsigned badcfg[][6] = {{1, 1, 1, 1025, 1, 1},  {1, 1, 1, 0, 1, 1},
+                                         {0, 1, 1, 32, 1, 1},    {1, 1, 1, 1, 1, 65},
+                                         {1, 70000, 1, 1, 1, 1}, {1, 1, 1, 64, 32, 1}};
     kiln_emu_set_verbose(0);
     for (size_t d = 0; d < sizeof badcfg / sizeof badcfg[0]; d++) {
         const unsigned *v = badcfg[d];
@@ -295,9 +307,7 @@ static void ew_case(kiln_nn_backend *be, cuda_ew_kind kind, size_t n, const floa
         check_equal(what, y, cy, n);
     }
     free(y);
-    be->ops->release(be, ca);
-    be->ops->release(be, cb);
-    be->ops->release(be, cy);
+    cpu_free(be, 3, ca, cb, cy);
 }
 
 static void test_elementwise(void **state)
@@ -381,9 +391,7 @@ static void test_scale_samples(void **state)
         check_equal("scale_samples", y, cy, total);
         free(x);
         free(y);
-        be->ops->release(be, cx);
-        be->ops->release(be, cs);
-        be->ops->release(be, cy);
+        cpu_free(be, 3, cx, cs, cy);
     }
     kiln_nn_backend_destroy(be);
 }
@@ -462,8 +470,7 @@ static void test_avgpool(void **state)
         float *dy = kt_randf(&rnd, rows, -2, 2), *dx = fnan(total);
         emu_ok("avgpool_bwd", cuda_launch_avgpool_bwd(NULL, rows, hw, dy, dx));
         float *cdy = kt_dev(be, dy, rows), *cdx = kt_dev_nan(be, total);
-        cpu_ok("avgpool_backward", be->ops->avgpool_backward(be, n, c, hw, cdy, cdx, &err),
-               &err);
+        cpu_ok("avgpool_backward", be->ops->avgpool_backward(be, n, c, hw, cdy, cdx, &err), &err);
         check_bits("avgpool_bwd", dx, cdx, total); /* the same double product, rounded once */
         free(x);
         free(y);
@@ -471,10 +478,7 @@ static void test_avgpool(void **state)
         free(dx);
         free(abs);
         free(ref);
-        be->ops->release(be, cx);
-        be->ops->release(be, cy);
-        be->ops->release(be, cdy);
-        be->ops->release(be, cdx);
+        cpu_free(be, 4, cx, cy, cdy, cdx);
     }
     kiln_nn_backend_destroy(be);
 }
@@ -496,7 +500,8 @@ static void test_scale_channels(void **state)
         emu_ok("scale_channels_bwd",
                cuda_launch_scale_channels_bwd(NULL, rows, hw, x, sc, dy, dx, ds));
         float *cx = kt_dev(be, x, total), *cs = kt_dev(be, sc, rows), *cdy = kt_dev(be, dy, total);
-        float *cy = kt_dev_nan(be, total), *cdx = kt_dev_nan(be, total), *cds = kt_dev_nan(be, rows);
+        float *cy = kt_dev_nan(be, total), *cdx = kt_dev_nan(be, total),
+              *cds = kt_dev_nan(be, rows);
         cpu_ok("scale_channels_forward",
                be->ops->scale_channels_forward(be, n, c, hw, cx, cs, cy, &err), &err);
         cpu_ok("scale_channels_backward",
@@ -523,12 +528,7 @@ static void test_scale_channels(void **state)
             if (!(fabs((double)ds[r] - ref[r]) <= 6e-8 * fabs(ref[r]) + 1e-30))
                 fail_msg("ds[%zu] = %.9g, double dot %.17g", r, (double)ds[r], ref[r]);
         free(x), free(sc), free(dy), free(y), free(dx), free(ds), free(abs), free(ref);
-        be->ops->release(be, cx);
-        be->ops->release(be, cs);
-        be->ops->release(be, cdy);
-        be->ops->release(be, cy);
-        be->ops->release(be, cdx);
-        be->ops->release(be, cds);
+        cpu_free(be, 6, cx, cs, cdy, cy, cdx, cds);
     }
     kiln_nn_backend_destroy(be);
 }
@@ -563,10 +563,7 @@ static void test_bias(void **state)
                     assert_memory_equal(&y[i], &bias[i % out], sizeof(float));
                 free(zx);
                 free(zw);
-                be->ops->release(be, cx);
-                be->ops->release(be, cw);
-                be->ops->release(be, cb);
-                be->ops->release(be, cy);
+                cpu_free(be, 4, cx, cw, cb, cy);
             }
             /* dbias: rows summed in order in double, as linear_backward. */
             emu_ok("bias_grad", cuda_launch_bias_grad(NULL, n, out, dy, db));
@@ -579,11 +576,7 @@ static void test_bias(void **state)
                    &err);
             check_bits("bias_grad", db, cdb, out);
             free(bias), free(dy), free(y), free(db), free(one), free(w);
-            be->ops->release(be, cx);
-            be->ops->release(be, cw);
-            be->ops->release(be, cdy);
-            be->ops->release(be, cdw);
-            be->ops->release(be, cdb);
+            cpu_free(be, 5, cx, cw, cdy, cdw, cdb);
         }
         kiln_nn_backend_destroy(be);
     }
@@ -614,13 +607,14 @@ static void test_xent(void **state)
         float *probs = fnan(total), *dl = fnan(total);
         double *rows = malloc((size_t)n * sizeof *rows);
         assert_non_null(rows);
-        emu_ok("xent", cuda_launch_xent(NULL, n, classes, logits, labels, cases[k].ls, probs, dl,
-                                        rows));
+        emu_ok("xent",
+               cuda_launch_xent(NULL, n, classes, logits, labels, cases[k].ls, probs, dl, rows));
         float *cl = kt_dev(be, logits, total), *cp = kt_dev_nan(be, total);
         float *cd = kt_dev_nan(be, total);
         double loss = NAN, got = 0;
-        cpu_ok("xent", be->ops->xent_forward_backward(be, n, classes, cl, labels, cases[k].ls, cp,
-                                                      cd, &loss, &err),
+        cpu_ok("xent",
+               be->ops->xent_forward_backward(be, n, classes, cl, labels, cases[k].ls, cp, cd,
+                                              &loss, &err),
                &err);
         for (int i = 0; i < n; i++)
             got += rows[i];
@@ -634,9 +628,7 @@ static void test_xent(void **state)
         if (!(fabs(got - loss) <= 1e-12 * fabs(loss) + 1e-12))
             fail_msg("xent case %zu: loss %.17g, the CPU's %.17g", k, got, loss);
         free(logits), free(labels), free(probs), free(dl), free(rows);
-        be->ops->release(be, cl);
-        be->ops->release(be, cp);
-        be->ops->release(be, cd);
+        cpu_free(be, 3, cl, cp, cd);
     }
 
     /* A label outside [0, classes) (not checked inside a step graph) makes
@@ -656,18 +648,16 @@ static void test_xent(void **state)
         float *cl = kt_dev(be, logits, (size_t)N * C), *cp = kt_dev_nan(be, (size_t)N * C);
         float *cd = kt_dev_nan(be, (size_t)N * C);
         double loss;
-        cpu_ok("xent", be->ops->xent_forward_backward(be, N, C, cl, labels, 0.1f, cp, cd, &loss,
-                                                      &err),
+        cpu_ok("xent",
+               be->ops->xent_forward_backward(be, N, C, cl, labels, 0.1f, cp, cd, &loss, &err),
                &err);
         for (int r = 0; r < N; r += 2) {
-            check_near("xent probs beside a bad label", probs + r * C, cp + r * C, C, 2.4e-7,
-                       NULL, 1e-37);
-            check_near("xent dlogits beside a bad label", dl + r * C, cd + r * C, C, 2.4e-7,
-                       NULL, 1e-12);
+            check_near("xent probs beside a bad label", probs + r * C, cp + r * C, C, 2.4e-7, NULL,
+                       1e-37);
+            check_near("xent dlogits beside a bad label", dl + r * C, cd + r * C, C, 2.4e-7, NULL,
+                       1e-12);
         }
-        be->ops->release(be, cl);
-        be->ops->release(be, cp);
-        be->ops->release(be, cd);
+        cpu_free(be, 3, cl, cp, cd);
     }
     free(logits), free(probs), free(dl);
     kiln_nn_backend_destroy(be);
@@ -700,14 +690,17 @@ static void test_sgd(void **state)
             for (size_t vi = 0; vi < sizeof v / sizeof v[0]; vi++) {
                 if (n == BIG_COUNT && vi != 4)
                     continue;
-                cuda_sgd_args a = {.lr = 0.1f, .momentum = v[vi].momentum, .wd = v[vi].wd,
+                cuda_sgd_args a = {.lr = 0.1f,
+                                   .momentum = v[vi].momentum,
+                                   .wd = v[vi].wd,
                                    .nesterov = v[vi].nesterov};
                 for (int step = 0; step < 2; step++) {
                     float *g = kt_randf(&rnd, n, -3, 3), *cg = kt_dev(be, g, n);
                     emu_ok("sgd", cuda_launch_sgd(NULL, n, p, g, buf, &a));
                     emu_ok("sgd_dev", cuda_launch_sgd_dev(NULL, n, pd, g, bufd, &a));
-                    cpu_ok("sgd", be->ops->sgd_step(be, n, cp, cg, cb, a.lr, a.momentum,
-                                                    a.nesterov, a.wd, &err),
+                    cpu_ok("sgd",
+                           be->ops->sgd_step(be, n, cp, cg, cb, a.lr, a.momentum, a.nesterov, a.wd,
+                                             &err),
                            &err);
                     check_bits("sgd param", p, cp, n);
                     check_bits("sgd_dev param", pd, cp, n);
@@ -723,8 +716,7 @@ static void test_sgd(void **state)
             free(buf);
             free(pd);
             free(bufd);
-            be->ops->release(be, cp);
-            be->ops->release(be, cb);
+            cpu_free(be, 2, cp, cb);
         }
         kiln_nn_backend_destroy(be);
     }
@@ -772,8 +764,9 @@ static void test_adamw(void **state)
                     float *cg = kt_dev(be, g, n);
                     emu_ok("adamw", cuda_launch_adamw(NULL, n, p, g, m, v, &a));
                     emu_ok("adamw_dev", cuda_launch_adamw_dev(NULL, n, pd, g, md, vd, &a));
-                    cpu_ok("adamw", be->ops->adamw_step(be, n, cp, cg, cm, cv, lr, beta1, beta2,
-                                                        eps, wds[wi], step, &err),
+                    cpu_ok("adamw",
+                           be->ops->adamw_step(be, n, cp, cg, cm, cv, lr, beta1, beta2, eps,
+                                               wds[wi], step, &err),
                            &err);
                     check_bits("adamw param", p, cp, n);
                     check_bits("adamw m", m, cm, n);
@@ -785,9 +778,7 @@ static void test_adamw(void **state)
                     be->ops->release(be, cg);
                 }
                 free(p), free(m), free(v), free(pd), free(md), free(vd);
-                be->ops->release(be, cp);
-                be->ops->release(be, cm);
-                be->ops->release(be, cv);
+                cpu_free(be, 3, cp, cm, cv);
             }
         }
         kiln_nn_backend_destroy(be);
@@ -797,12 +788,12 @@ static void test_adamw(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_emu_indices),   cmocka_unit_test(test_emu_barriers),
-        cmocka_unit_test(test_zero_counts),   cmocka_unit_test(test_elementwise),
-        cmocka_unit_test(test_mask),          cmocka_unit_test(test_scale_samples),
-        cmocka_unit_test(test_sum_squares),   cmocka_unit_test(test_avgpool),
+        cmocka_unit_test(test_emu_indices),    cmocka_unit_test(test_emu_barriers),
+        cmocka_unit_test(test_zero_counts),    cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_mask),           cmocka_unit_test(test_scale_samples),
+        cmocka_unit_test(test_sum_squares),    cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_scale_channels), cmocka_unit_test(test_bias),
-        cmocka_unit_test(test_xent),          cmocka_unit_test(test_sgd),
+        cmocka_unit_test(test_xent),           cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_adamw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -40,11 +40,13 @@
 #include <sanitizer/common_interface_defs.h>
 #endif
 
-namespace kiln_emu {
+namespace kiln_emu
+{
 thread_local indices idx;
 }
 
-namespace {
+namespace
+{
 
 /* Per fiber: room for glibc's math, ASan's larger frames and a sanitizer
  * report (which symbolises on the fiber's stack), above a guard page. */
@@ -317,7 +319,8 @@ bool config_ok(const char *name, dim3 g, dim3 b, size_t shmem)
 
 } // namespace
 
-namespace kiln_emu {
+namespace kiln_emu
+{
 
 cudaError_t run(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t stream,
                 void (*body)(void *ctx), void *ctx)
@@ -342,8 +345,7 @@ cudaError_t run(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStrea
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     r.f = static_cast<fiber *>(calloc(r.nthreads, sizeof *r.f));
     if (region == MAP_FAILED || !r.f) {
-        set_error(cudaErrorMemoryAllocation, "%s: no memory for %u fiber stacks", name,
-                  r.nthreads);
+        set_error(cudaErrorMemoryAllocation, "%s: no memory for %u fiber stacks", name, r.nthreads);
         if (region != MAP_FAILED)
             munmap(region, r.region_size);
         free(r.f);

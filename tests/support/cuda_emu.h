@@ -84,7 +84,8 @@ void kiln_emu_set_verbose(int on);
 #define __launch_bounds__(...)
 #endif
 
-namespace kiln_emu {
+namespace kiln_emu
+{
 
 struct indices {
     uint3 thread, block;
@@ -106,31 +107,38 @@ cudaError_t peek_at_last_error(void);
 /* The <<<>>> stand-in: KILN_LAUNCH(k, grid, block, shmem, stream)(args...).
  * The arguments are converted to the kernel's parameter types once, here;
  * every emulated thread gets its own copy, as a kernel's parameters. */
-template <typename... P> class launch {
+template <typename... P> class launch
+{
   public:
     launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t shmem,
            cudaStream_t stream)
-        : name_(name), kernel_(kernel), grid_(grid), block_(block), shmem_(shmem),
-          stream_(stream)
+        : name_(name), kernel_(kernel), grid_(grid), block_(block), shmem_(shmem), stream_(stream)
     {
     }
 
     template <typename... A> void operator()(A &&...args) const
     {
-        static_assert(sizeof...(A) == sizeof...(P), "kernel launched with the wrong argument count");
-        struct frame {
-            void (*kernel)(P...);
-            std::tuple<std::decay_t<P>...> params;
-        } f{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-        run(name_, grid_, block_, shmem_, stream_,
-            [](void *ctx) {
-                frame *fr = static_cast<frame *>(ctx);
-                std::apply(fr->kernel, fr->params); /* by value: a copy each */
-            },
-            &f);
+        static_assert(sizeof...(A) == sizeof...(P),
+                      "kernel launched with the wrong argument count");
+        frame f{kernel_, params(std::forward<A>(args)...)};
+        run(name_, grid_, block_, shmem_, stream_, call, &f);
     }
 
   private:
+    using params = std::tuple<std::decay_t<P>...>;
+    struct frame {
+        void (*kernel)(P...);
+        params args;
+    };
+
+    /* One emulated thread: the kernel on its own copy of the arguments
+     * (std::apply passes the tuple's elements to by-value parameters). */
+    static void call(void *ctx)
+    {
+        frame *f = static_cast<frame *>(ctx);
+        std::apply(f->kernel, f->args);
+    }
+
     const char *name_;
     void (*kernel_)(P...);
     dim3 grid_, block_;

@@ -53,8 +53,8 @@ __global__ static void cover_kernel(dim3 g, dim3 b, unsigned *hits, unsigned *ba
     atomicAdd(&hits[block * blockDim.x * blockDim.y * blockDim.z + thread], 1u);
 }
 
-extern "C" cudaError_t kt_emu_cover(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                                    unsigned by, unsigned bz, unsigned *hits, unsigned *bad)
+extern "C" cudaError_t kt_emu_cover(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                    unsigned bz, unsigned *hits, unsigned *bad)
 {
     dim3 g(gx, gy, gz), b(bx, by, bz);
     KILN_LAUNCH(cover_kernel, g, b, 0, nullptr)(g, b, hits, bad);

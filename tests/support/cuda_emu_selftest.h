@@ -24,8 +24,7 @@ typedef enum kt_emu_sum_variant {
 } kt_emu_sum_variant;
 
 /* out[b] = sum of x[b*256 .. b*256+255], one block of 256 threads each. */
-cudaError_t kt_emu_block_sum(kt_emu_sum_variant v, unsigned blocks, const double *x,
-                             double *out);
+cudaError_t kt_emu_block_sum(kt_emu_sum_variant v, unsigned blocks, const double *x, double *out);
 
 /* Every thread of grid (gx,gy,gz) x block (bx,by,bz) adds 1 to
  * hits[its global linear index] and 1 to *bad when blockDim / gridDim /
