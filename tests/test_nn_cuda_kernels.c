@@ -747,17 +747,8 @@ static void test_adamw(void **state)
                 assert_true(pd && md && vd);
                 memcpy(pd, p, n * sizeof *pd);
                 for (int64_t step = 1; step <= 3; step++) {
-                    /* The host scalars exactly as cuda_adamw_step computes them. */
-                    double bc1 = 1.0 - pow((double)beta1, (double)step);
-                    double bc2 = 1.0 - pow((double)beta2, (double)step);
-                    cuda_adamw_args a = {.decay = (float)(1.0 - (double)lr * (double)wds[wi]),
-                                         .beta1 = beta1,
-                                         .beta2 = beta2,
-                                         .one_m_b1 = (float)(1.0 - (double)beta1),
-                                         .one_m_b2 = (float)(1.0 - (double)beta2),
-                                         .eps = eps,
-                                         .bc2_sqrt = (float)sqrt(bc2),
-                                         .neg_step = (float)(-(double)lr / bc1)};
+                    /* The host scalars as cuda_adamw_step computes them. */
+                    cuda_adamw_args a = cuda_adamw_args_make(lr, beta1, beta2, eps, wds[wi], step);
                     float *g = kt_randf(&rnd, n, -2, 2);
                     if (n > 4)
                         g[0] = 0.0f, g[1] = 1e-20f, g[2] = -1e3f; /* v = 0, tiny, large */

@@ -83,17 +83,6 @@ static void test_checker_contract(void **state)
     kiln_nn_backend_destroy(be);
 }
 
-/* Solid colours with noise: class k is bright in channel k. */
-static uint8_t colour_pixel(void *ctx, uint32_t index, int y, int x, int c, int size)
-{
-    (void)ctx, (void)size;
-    int base = (int)(index % 3) == c ? 190 : 60;
-    uint32_t h = index * 2654435761u ^ (uint32_t)(y * 131 + x * 17 + c * 7919);
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    return (uint8_t)(base + (int)(h % 61) - 30);
-}
-
 typedef struct history {
     kiln_train_epoch e[4];
     int n;
@@ -130,13 +119,37 @@ static char *read_weights(const char *dir, size_t *len)
     return data;
 }
 
+/* The graph run reproduced the eager one: every epoch's figures and the
+ * weights, bit for bit. */
+static void expect_same_run(const char *what, const history *he, const history *hg,
+                            const char *eager_dir, const char *graph_dir)
+{
+    assert_int_equal(he->n, 2);
+    assert_int_equal(hg->n, 2);
+    for (int i = 0; i < 2; i++) {
+        printf("%s epoch %d: loss %.9g / %.9g, val loss %.9g / %.9g, val acc %.4f / %.4f\n",
+               what, i + 1, he->e[i].train_loss, hg->e[i].train_loss, he->e[i].val_loss,
+               hg->e[i].val_loss, he->e[i].val_accuracy, hg->e[i].val_accuracy);
+        assert_true(he->e[i].train_loss == hg->e[i].train_loss);
+        assert_true(he->e[i].train_accuracy == hg->e[i].train_accuracy);
+        assert_true(he->e[i].val_loss == hg->e[i].val_loss);
+        assert_true(he->e[i].val_accuracy == hg->e[i].val_accuracy);
+    }
+    size_t ne, ng;
+    char *we = read_weights(eager_dir, &ne), *wg = read_weights(graph_dir, &ng);
+    assert_int_equal(ne, ng);
+    assert_memory_equal(we, wg, ne);
+    free(we);
+    free(wg);
+}
+
 static void test_train_steps_replay_and_match_eager(void **state)
 {
     const char *root = *state;
     /* 40 train images at batch 8: 5 steps an epoch; 10 val images leave a
      * short last val batch, which plans the model anew, so each epoch's
      * first step records again. */
-    char *data = kt_train_dataset(root, 40, 10, colour_pixel);
+    char *data = kt_train_dataset(root, 40, 10, kt_colour_pixel);
     char *eager_dir = kt_path(root, "eager"), *graph_dir = kt_path(root, "graph");
     history he = {0}, hg = {0};
     kiln_train_result re, rg;
@@ -145,22 +158,7 @@ static void test_train_steps_replay_and_match_eager(void **state)
     assert_int_equal(re.graph_steps, 0);
     assert_int_equal(rg.graph_steps, 2 * 5 - 1);
     assert_int_equal(rg.graph_recordings, 2);
-    assert_int_equal(he.n, 2);
-    assert_int_equal(hg.n, 2);
-    for (int i = 0; i < 2; i++) {
-        printf("epoch %d: loss %.6f / %.6f, val acc %.4f / %.4f\n", i + 1, he.e[i].train_loss,
-               hg.e[i].train_loss, he.e[i].val_accuracy, hg.e[i].val_accuracy);
-        assert_true(he.e[i].train_loss == hg.e[i].train_loss);
-        assert_true(he.e[i].train_accuracy == hg.e[i].train_accuracy);
-        assert_true(he.e[i].val_loss == hg.e[i].val_loss);
-        assert_true(he.e[i].val_accuracy == hg.e[i].val_accuracy);
-    }
-    size_t ne, ng;
-    char *we = read_weights(eager_dir, &ne), *wg = read_weights(graph_dir, &ng);
-    assert_int_equal(ne, ng);
-    assert_memory_equal(we, wg, ne);
-    free(we);
-    free(wg);
+    expect_same_run("cpu", &he, &hg, eager_dir, graph_dir);
     /* The package: served below by both ways. */
     char *package = kt_path(root, "package");
     assert_int_equal(rename(graph_dir, package), 0);
@@ -202,7 +200,7 @@ static void test_serve_forwards_match_eager(void **state)
     kiln_serve_model *probe = kiln_serve_model_load(dir, "cpu", 1, NULL, &err);
     if (!probe) {
         /* The train test made it; run alone, make one. */
-        char *data = kt_train_dataset(root, 40, 10, colour_pixel);
+        char *data = kt_train_dataset(root, 40, 10, kt_colour_pixel);
         history h = {0};
         kiln_train_result r;
         train_into(data, dir, "cpu", 0, &h, &r);
@@ -247,25 +245,14 @@ static void test_cuda_train_graphs_match_eager(void **state)
     }
     kiln_nn_backend_destroy(gpu);
     setenv("KILN_CUDA_FIND", "0", 1);
-    char *data = kt_train_dataset(root, 40, 10, colour_pixel);
+    char *data = kt_train_dataset(root, 40, 10, kt_colour_pixel);
     char *eager_dir = kt_path(root, "cuda-eager"), *graph_dir = kt_path(root, "cuda-graph");
     history he = {0}, hg = {0};
     kiln_train_result re, rg;
     train_into(data, eager_dir, "cuda", 0, &he, &re);
     train_into(data, graph_dir, "cuda", 1, &hg, &rg);
     assert_int_equal(rg.graph_steps, 2 * 5 - 1);
-    for (int i = 0; i < 2; i++) {
-        printf("cuda epoch %d: loss %.9g / %.9g, val loss %.9g / %.9g\n", i + 1,
-               he.e[i].train_loss, hg.e[i].train_loss, he.e[i].val_loss, hg.e[i].val_loss);
-        assert_true(he.e[i].train_loss == hg.e[i].train_loss);
-        assert_true(he.e[i].val_loss == hg.e[i].val_loss);
-    }
-    size_t ne, ng;
-    char *we = read_weights(eager_dir, &ne), *wg = read_weights(graph_dir, &ng);
-    assert_int_equal(ne, ng);
-    assert_memory_equal(we, wg, ne);
-    free(we);
-    free(wg);
+    expect_same_run("cuda", &he, &hg, eager_dir, graph_dir);
     /* kiln-serve's forwards on the GPU, eager and as graphs. */
     enum { N = 2 };
     size_t px = (size_t)3 * 32 * 32, out = (size_t)3 * N * 3;

@@ -18,18 +18,6 @@
 #include "support/trainfix.h"
 #include "train/train.h"
 
-/* Solid colours with noise: class k is bright in channel k. */
-static uint8_t colour_pixel(void *ctx, uint32_t index, int y, int x, int c, int size)
-{
-    (void)ctx, (void)size;
-    int base = (int)(index % 3) == c ? 190 : 60;
-    uint32_t h = index * 2654435761u ^ (uint32_t)(y * 131 + x * 17 + c * 7919);
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    return (uint8_t)(base + (int)(h % 61) - 30);
-}
-
 typedef struct stopper {
     volatile sig_atomic_t flag;
     int at_epoch;     /* raise after this epoch ends (0: never) */
@@ -69,7 +57,7 @@ static int run_train(kiln_train_opts *o, stopper *s, kiln_train_result *res, kil
 static void test_learns(void **state)
 {
     const char *root = *state;
-    char *data = kt_train_dataset(root, 96, 24, colour_pixel);
+    char *data = kt_train_dataset(root, 96, 24, kt_colour_pixel);
     char *out = kt_path(root, "model");
     kiln_train_opts o;
     kiln_train_result res;
@@ -257,7 +245,7 @@ static void test_mlflow_logging(void **state)
     if (kt_trackserver_start(srv) != 0)
         fail_msg("kiln-tracking did not start");
     char *root = kt_mkdtemp();
-    char *data = kt_train_dataset(root, 16, 6, colour_pixel);
+    char *data = kt_train_dataset(root, 16, 6, kt_colour_pixel);
     char *out = kt_path(root, "model");
     kiln_mlflow_client *c = kt_train_client(srv);
     kiln_train_opts o;

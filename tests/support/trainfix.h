@@ -14,6 +14,8 @@
 /* root/data with `train` and `val` images and no test split; pixel NULL:
  * kt_ds_default_pixel. The caller frees the path. */
 char *kt_train_dataset(const char *root, uint32_t train, uint32_t val, kt_ds_pixel_fn pixel);
+/* A kt_ds_pixel_fn: solid colours with noise, class k bright in channel k. */
+uint8_t kt_colour_pixel(void *ctx, uint32_t index, int y, int x, int c, int size);
 /* Defaults, then 2 threads, 1 loader worker, batch 8, lr 0.01, seed 7. */
 void kt_train_tiny_opts(kiln_train_opts *o, const char *data, const char *out, int epochs);
 /* A client for the server (fails the test when it cannot be made). */

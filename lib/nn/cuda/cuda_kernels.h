@@ -11,6 +11,7 @@
 #ifndef KILN_NN_CUDA_KERNELS_H
 #define KILN_NN_CUDA_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,24 @@ typedef struct cuda_sgd_args {
 typedef struct cuda_adamw_args {
     float decay, beta1, beta2, one_m_b1, one_m_b2, eps, bc2_sqrt, neg_step;
 } cuda_adamw_args;
+
+/* The AdamW scalars of step `step` (from 1) as PyTorch computes them in
+ * Python: in double, each rounded once to float. */
+static inline cuda_adamw_args cuda_adamw_args_make(float lr, float beta1, float beta2, float eps,
+                                                   float weight_decay, int64_t step)
+{
+    double bc1 = 1.0 - pow((double)beta1, (double)step);
+    double bc2 = 1.0 - pow((double)beta2, (double)step);
+    cuda_adamw_args a = {(float)(1.0 - (double)lr * (double)weight_decay),
+                         beta1,
+                         beta2,
+                         (float)(1.0 - (double)beta1),
+                         (float)(1.0 - (double)beta2),
+                         eps,
+                         (float)sqrt(bc2),
+                         (float)(-(double)lr / bc1)};
+    return a;
+}
 
 /* Elements per block of the sum-of-squares partials (as the CPU's chunks). */
 #define CUDA_SUMSQ_CHUNK 65536

@@ -346,17 +346,7 @@ int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float
         return KILN_OK;
     if ((rc = kiln_nn_check_ptrs(err, "adamw_step", 4, param, grad, m, v)))
         return rc;
-    /* The scalars PyTorch computes in Python, in double, rounded once. */
-    double bc1 = 1.0 - pow((double)beta1, (double)step);
-    double bc2 = 1.0 - pow((double)beta2, (double)step);
-    cuda_adamw_args a = {.decay = (float)(1.0 - (double)lr * (double)weight_decay),
-                         .beta1 = beta1,
-                         .beta2 = beta2,
-                         .one_m_b1 = (float)(1.0 - (double)beta1),
-                         .one_m_b2 = (float)(1.0 - (double)beta2),
-                         .eps = eps,
-                         .bc2_sqrt = (float)sqrt(bc2),
-                         .neg_step = (float)(-(double)lr / bc1)};
+    cuda_adamw_args a = cuda_adamw_args_make(lr, beta1, beta2, eps, weight_decay, step);
     void *dev;
     const uint64_t w[] = {GW_I(count), GW_P(param), GW_P(grad), GW_P(m), GW_P(v)};
     int g = step_scalars(cuda_of(be), "adamw_step", w, 5, &a, sizeof a, &dev, err);
