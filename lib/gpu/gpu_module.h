@@ -7,8 +7,8 @@
 #include "gpu/gpu.h"
 #include "nn/backend.h"
 
-/* 2: the CUDA nn backend (kiln_cuda_module_backend_create). */
-#define KILN_CUDA_MODULE_VERSION 2
+/* 2: the CUDA nn backend (kiln_cuda_module_backend_create); 3: its bf16 option. */
+#define KILN_CUDA_MODULE_VERSION 3
 #define KILN_CUDA_MODULE_NAME "libkiln_cuda.so"
 
 typedef int (*kiln_cuda_module_version_fn)(void);

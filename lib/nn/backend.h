@@ -5,8 +5,23 @@
  * the CPU (nn/cpu, the oracle) or CUDA (nn/cuda) runs them.
  *
  * Conventions, for every op:
- *  - Tensors are float32, NCHW, contiguous, in the backend's own memory
- *    (from `alloc`). Shapes are passed explicitly; `hw` means h*w.
+ *  - Tensors are contiguous, in the backend's own memory (from `alloc`).
+ *    Shapes are passed explicitly; `hw` means h*w.
+ *  - Two kinds of tensor. Parameter-like ones are float32 always: weights,
+ *    biases, BN gamma/beta/running stats/saves, every parameter gradient,
+ *    optimizer state, masks, labels, and the loss's logits/probs/dlogits.
+ *    Activations — the tensors that flow between layers and their
+ *    gradients, marked "act" below — are kept in the backend's activation
+ *    format `be->act` (kiln_act_format): float32 NCHW for the CPU and CUDA
+ *    fp32, bfloat16 for mixed precision, NHWC where tensor cores want it.
+ *    Their element size is kiln_act_bytes(be->act); only act_from_f32 and
+ *    act_to_f32 cross between the two kinds, so code above the backend
+ *    never reads an activation's bytes. Ops that take act arguments
+ *    compute in float32 and round once when they store.
+ *  - With bf16 activations, conv and linear use their float32 weights
+ *    rounded to bf16 (mixed precision with float32 master weights, as
+ *    torch.autocast does); conv's dweight comes from bf16 products summed
+ *    in float32 and stored through bf16, as cuDNN's bf16 filter gradient.
  *  - Outputs are overwritten, never accumulated into, unless the op's
  *    comment says so. Callers sum gradients of a tensor used twice with
  *    `add`. Outputs never alias inputs unless the comment allows it.
@@ -28,6 +43,24 @@
 #include "nn/mask.h" /* kiln_nn_mask_uniform: the draw behind `mask` */
 
 typedef struct kiln_nn_backend kiln_nn_backend;
+
+/* How a backend stores activations (see the conventions above). */
+typedef enum kiln_act_format {
+    KILN_ACT_F32_NCHW = 0, /* float32 NCHW: the CPU, CUDA fp32 */
+    KILN_ACT_BF16_NCHW,    /* bfloat16 NCHW: "cpu-bf16", the CPU oracle of mixed precision */
+    KILN_ACT_BF16_NHWC,    /* bfloat16 NHWC (channels last): CUDA bf16, for tensor cores */
+} kiln_act_format;
+
+static inline size_t kiln_act_bytes(kiln_act_format f)
+{
+    return f == KILN_ACT_F32_NCHW ? 4 : 2;
+}
+
+/* "fp32", "bf16" (the precision, for logs and run parameters). */
+static inline const char *kiln_act_precision(kiln_act_format f)
+{
+    return f == KILN_ACT_F32_NCHW ? "fp32" : "bf16";
+}
 /* A step graph (see graph_begin), owned by the backend that made it. */
 typedef struct kiln_nn_graph kiln_nn_graph;
 
@@ -61,17 +94,17 @@ typedef struct kiln_nn_ops {
     /* Blocks until queued work is done (no-op on CPU). */
     int (*sync)(kiln_nn_backend *be, kiln_err *err);
 
-    /* --- convolution: x [n, in_c, h, w] -> y [n, out_c, oh, ow] -------- */
+    /* --- convolution: x [n, in_c, h, w] -> y [n, out_c, oh, ow] (x, y act) - */
     int (*conv_forward)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                         const float *x, const float *weight, float *y, kiln_err *err);
-    /* dx [n, in_c, h, w] from dy [n, out_c, oh, ow]. */
+    /* dx [n, in_c, h, w] from dy [n, out_c, oh, ow] (act). */
     int (*conv_backward_data)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                               const float *dy, const float *weight, float *dx, kiln_err *err);
-    /* dweight [out_c, in_c/groups, k, k] from x and dy. */
+    /* dweight [out_c, in_c/groups, k, k] (float32) from x and dy (act). */
     int (*conv_backward_filter)(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                                 const float *x, const float *dy, float *dweight, kiln_err *err);
 
-    /* --- batch norm over [n, c, hw] (per channel c) -------------------
+    /* --- batch norm over [n, c, hw] (per channel c); x, y, dy, dx act ---
      * Training: normalise with the batch's mean and biased variance, then
      * update running_mean/var in place with `momentum` as PyTorch does
      * (running = (1-m)*running + m*batch, the variance unbiased: n*hw/(n*hw-1)).
@@ -87,7 +120,7 @@ typedef struct kiln_nn_ops {
                        const float *gamma, const float *save_mean, const float *save_invstd,
                        float *dx, float *dgamma, float *dbeta, kiln_err *err);
 
-    /* --- elementwise (y may alias x in the forward ops) ---------------- */
+    /* --- elementwise on act tensors (y may alias x in the forward ops) -- */
     int (*silu_forward)(kiln_nn_backend *be, size_t count, const float *x, float *y, kiln_err *err);
     /* dx = dy * silu'(x) (needs the input x). */
     int (*silu_backward)(kiln_nn_backend *be, size_t count, const float *x, const float *dy,
@@ -100,10 +133,10 @@ typedef struct kiln_nn_ops {
     /* y = a + b; y may alias a or b. */
     int (*add)(kiln_nn_backend *be, size_t count, const float *a, const float *b, float *y,
                kiln_err *err);
-    /* y = x * mask elementwise (dropout forward and backward). */
+    /* y = x * mask elementwise (dropout forward and backward); mask float32. */
     int (*mul)(kiln_nn_backend *be, size_t count, const float *x, const float *mask, float *y,
                kiln_err *err);
-    /* x *= alpha in place. */
+    /* x *= alpha in place (float32: gradient clipping). */
     int (*scale)(kiln_nn_backend *be, size_t count, float alpha, float *x, kiln_err *err);
     /* Writes sum(x[i]^2) in double to *host_out (gradient clipping). */
     int (*sum_squares)(kiln_nn_backend *be, size_t count, const float *x, double *host_out,
@@ -114,12 +147,13 @@ typedef struct kiln_nn_ops {
      * one per element, stochastic depth one per sample. */
     int (*mask)(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uint64_t offset,
                 float *mask, kiln_err *err);
-    /* y[s, ...] = x[s, ...] * scale[s] for n samples of `per_sample` floats
-     * (stochastic depth; its backward is the same op on dy). */
+    /* y[s, ...] = x[s, ...] * scale[s] for n samples of `per_sample`
+     * elements (stochastic depth; its backward is the same op on dy); x, y
+     * act, scale float32. */
     int (*scale_samples)(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
                          const float *scale, float *y, kiln_err *err);
 
-    /* --- pooling and squeeze-and-excitation --------------------------- */
+    /* --- pooling and squeeze-and-excitation; every tensor act ---------- */
     /* y [n, c] = mean over hw of x [n, c, hw]. */
     int (*avgpool_forward)(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
                            kiln_err *err);
@@ -134,7 +168,8 @@ typedef struct kiln_nn_ops {
                                    kiln_err *err);
 
     /* --- linear: y [n, out] = x [n, in] · weight [out, in]^T + bias [out]
-     * (bias may be NULL). Also the SE block's 1×1 convs on pooled input. */
+     * (bias may be NULL). Also the SE block's 1×1 convs on pooled input.
+     * x, y, dy, dx act; weight, bias and their gradients float32. */
     int (*linear_forward)(kiln_nn_backend *be, int n, int in, int out, const float *x,
                           const float *weight, const float *bias, float *y, kiln_err *err);
     /* dx may be NULL (first layer); dbias NULL when bias is NULL. */
@@ -142,7 +177,7 @@ typedef struct kiln_nn_ops {
                            const float *weight, const float *dy, float *dx, float *dweight,
                            float *dbias, kiln_err *err);
 
-    /* --- loss: softmax cross-entropy with label smoothing `ls`, mean over
+    /* --- loss (float32): softmax cross-entropy with label smoothing `ls`, mean over
      * the batch, as torch.nn.CrossEntropyLoss(label_smoothing=ls).
      * labels [n] int32 in backend memory. Writes the loss to *host_loss,
      * the softmax probabilities to probs [n, classes], and
@@ -160,6 +195,15 @@ typedef struct kiln_nn_ops {
     int (*adamw_step)(kiln_nn_backend *be, size_t count, float *param, const float *grad,
                       float *m, float *v, float lr, float beta1, float beta2, float eps,
                       float weight_decay, int64_t step, kiln_err *err);
+
+    /* --- activation format ---------------------------------------------
+     * dst (act) [n, c, hw] from src, float32 NCHW in backend memory; and
+     * back. In float32 NCHW both are copies; otherwise they round
+     * (from_f32) and transpose. */
+    int (*act_from_f32)(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                        kiln_err *err);
+    int (*act_to_f32)(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                      kiln_err *err);
 
     /* --- step graphs: optional, NULL where the backend has none (the CPU) --
      * A pass is a fixed sequence of calls — one training step, one inference
@@ -185,7 +229,8 @@ typedef struct kiln_nn_ops {
 
 struct kiln_nn_backend {
     const kiln_nn_ops *ops;
-    void *impl; /* the backend's own state */
+    void *impl;          /* the backend's own state */
+    kiln_act_format act; /* fixed at creation */
 };
 
 /* The CPU backend (OpenBLAS + a thread pool of `threads` >= 1). */
@@ -194,7 +239,7 @@ kiln_nn_backend *kiln_nn_cpu_create(int threads, kiln_err *err);
 void kiln_nn_backend_destroy(kiln_nn_backend *be);
 
 /* The CUDA backend (nn/cuda, cuDNN + cuBLAS, in the module libkiln_cuda.so
- * that lib/gpu loads on demand). fp32 NCHW, as every backend. */
+ * that lib/gpu loads on demand): activations fp32 NCHW, or bf16 NHWC. */
 typedef struct kiln_nn_cuda_opts {
     int device;        /* CUDA device ordinal, default 0 */
     int tf32;          /* 1: TF32 tensor cores for conv and matmul (faster, ~1e-3) */
@@ -202,10 +247,12 @@ typedef struct kiln_nn_cuda_opts {
     int find;          /* 1 (default): time algorithms (cudnnFind) once per shape;
                         * 0: cuDNN's heuristics (_v7), no trial runs */
     size_t workspace_limit; /* bytes an algorithm may use; 0: 1 GiB */
+    int bf16;          /* 1: mixed precision, activations bf16 NHWC (KILN_ACT_BF16_NHWC) */
 } kiln_nn_cuda_opts;
 
 /* Defaults above; KILN_CUDA_TF32=1 in the environment turns TF32 on,
- * KILN_CUDA_FIND=0 the algorithm timing off. */
+ * KILN_CUDA_FIND=0 the algorithm timing off, KILN_CUDA_BF16=1 mixed
+ * precision on. */
 void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o);
 /* NULL with KILN_EDEVICE when no GPU is usable or kiln was built without
  * CUDA (-DKILN_CUDA=OFF); the message says why. */
@@ -214,9 +261,22 @@ kiln_nn_backend *kiln_nn_cuda_create(const kiln_nn_cuda_opts *opts, kiln_err *er
 /* A backend by name: "cpu" (`threads` workers), "cuda" (an error saying why
  * when no GPU is usable) or "auto"/NULL (CUDA when usable, else the CPU,
  * with an info line on `log` saying why); "cpu-graph-check" is the CPU with
- * step graphs checked (nn/graph_check.h), for tests. KILN_EINVAL for other
+ * step graphs checked (nn/graph_check.h), "cpu-bf16" the CPU on bf16
+ * activations (nn/cpu_bf16.h), both for tests. KILN_EINVAL for other
  * names. */
 kiln_nn_backend *kiln_nn_backend_open(const char *device, int threads, const kiln_logger *log,
                                       kiln_err *err);
+/* The same with a precision: "fp32", "bf16" (the GPU's mixed precision) or
+ * NULL (KILN_CUDA_BF16's choice). With "auto" and no usable GPU the CPU
+ * runs fp32 and the info line says so; "cpu" with "bf16" is KILN_EINVAL. */
+kiln_nn_backend *kiln_nn_backend_open_precision(const char *device, const char *precision,
+                                                int threads, const kiln_logger *log,
+                                                kiln_err *err);
+/* The CPU on bf16 activations (KILN_ACT_BF16_NCHW): every op decodes its
+ * act inputs, runs the CPU's float32 kernel and rounds its act outputs to
+ * bf16, and conv/linear use bf16-rounded weights, as the GPU's mixed
+ * precision does. Slower than "cpu"; the oracle of the bf16 GPU tests and
+ * the proof on any machine that the model runs on 2-byte activations. */
+kiln_nn_backend *kiln_nn_cpu_bf16_create(int threads, kiln_err *err);
 
 #endif

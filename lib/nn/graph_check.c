@@ -135,6 +135,20 @@ static int ck_copy(kiln_nn_backend *be, float *dst, const float *src, size_t cou
     return INNER(be)->ops->copy(INNER(be), dst, src, count, err);
 }
 
+static int ck_act_from_f32(kiln_nn_backend *be, int n, int c, int hw, const float *src,
+                           float *dst, kiln_err *err)
+{
+    VISIT(be, err, "act_from_f32", I(n), I(c), I(hw), P(src), P(dst));
+    return INNER(be)->ops->act_from_f32(INNER(be), n, c, hw, src, dst, err);
+}
+
+static int ck_act_to_f32(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                         kiln_err *err)
+{
+    VISIT(be, err, "act_to_f32", I(n), I(c), I(hw), P(src), P(dst));
+    return INNER(be)->ops->act_to_f32(INNER(be), n, c, hw, src, dst, err);
+}
+
 static int ck_sync(kiln_nn_backend *be, kiln_err *err)
 {
     int rc = forbid(be, "sync", err);
@@ -414,6 +428,8 @@ static const kiln_nn_ops checker_ops = {
     .download = ck_download,
     .fill = ck_fill,
     .copy = ck_copy,
+    .act_from_f32 = ck_act_from_f32,
+    .act_to_f32 = ck_act_to_f32,
     .sync = ck_sync,
     .conv_forward = ck_conv_forward,
     .conv_backward_data = ck_conv_backward_data,
@@ -462,6 +478,7 @@ kiln_nn_backend *kiln_nn_graph_checker_create(kiln_nn_backend *inner, kiln_err *
     k->inner = inner;
     be->ops = &checker_ops;
     be->impl = k;
+    be->act = inner->act;
     return be;
 }
 

@@ -84,6 +84,16 @@ static int cpu_copy(kiln_nn_backend *be, float *dst, const float *src, size_t co
     return KILN_OK;
 }
 
+/* Activations are float32 NCHW here: both conversions are copies. */
+static int cpu_act_copy(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                        kiln_err *err)
+{
+    if (n < 0 || c < 0 || hw < 0)
+        return kiln_err_set(err, KILN_EINVAL, "act conversion: negative shape [%d, %d, %d]", n,
+                            c, hw);
+    return cpu_copy(be, dst, src, (size_t)n * (size_t)c * (size_t)hw, err);
+}
+
 static int cpu_sync(kiln_nn_backend *be, kiln_err *err)
 {
     (void)be;
@@ -185,6 +195,8 @@ static const kiln_nn_ops cpu_ops = {
     .download = cpu_download,
     .fill = cpu_fill,
     .copy = cpu_copy,
+    .act_from_f32 = cpu_act_copy,
+    .act_to_f32 = cpu_act_copy,
     .sync = cpu_sync,
     .conv_forward = cpu_conv_forward,
     .conv_backward_data = cpu_conv_backward_data,

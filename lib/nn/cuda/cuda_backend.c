@@ -188,6 +188,16 @@ fail:
     return rc;
 }
 
+/* Activations are float32 NCHW in this mode: both conversions are copies. */
+static int cuda_act_copy(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                         kiln_err *err)
+{
+    if (n < 0 || c < 0 || hw < 0)
+        return kiln_err_set(err, KILN_EINVAL, "act conversion: negative shape [%d, %d, %d]", n,
+                            c, hw);
+    return cuda_copy(be, dst, src, (size_t)n * (size_t)c * (size_t)hw, err);
+}
+
 static int cuda_sync(kiln_nn_backend *be, kiln_err *err)
 {
     int rc = cuda_graph_forbid(cuda_of(be), "sync", err);
@@ -238,6 +248,8 @@ static const kiln_nn_ops cuda_ops = {
     .download = cuda_download,
     .fill = cuda_fill,
     .copy = cuda_copy,
+    .act_from_f32 = cuda_act_copy,
+    .act_to_f32 = cuda_act_copy,
     .sync = cuda_sync,
     .conv_forward = cuda_conv_forward,
     .conv_backward_data = cuda_conv_backward_data,
@@ -299,6 +311,10 @@ fail:
 
 kiln_nn_backend *kiln_cuda_module_backend_create(const kiln_nn_cuda_opts *opts, kiln_err *err)
 {
+    if (opts->bf16) {
+        kiln_err_set(err, KILN_EDEVICE, "cuda backend: bf16 mixed precision is not in this build");
+        return NULL;
+    }
     kiln_nn_backend *be = calloc(1, sizeof *be);
     cuda_impl *c = calloc(1, sizeof *c);
     if (!be || !c) {
