@@ -134,50 +134,6 @@ static void test_replan(void **state)
 
 /* --- gradients and training --------------------------------------------- */
 
-typedef struct batch {
-    int n, h, w, classes;
-    float *x;          /* backend */
-    int32_t *labels;   /* backend */
-    int32_t *host_labels;
-    float *probs, *dlogits;
-} batch;
-
-static void batch_free(fixture *f, batch *b)
-{
-    f->be->ops->release(f->be, b->x);
-    f->be->ops->release(f->be, b->labels);
-    f->be->ops->release(f->be, b->probs);
-    f->be->ops->release(f->be, b->dlogits);
-    free(b->host_labels);
-}
-
-static void batch_buffers(fixture *f, batch *b)
-{
-    kiln_err err = {0};
-    b->labels = upload(f, b->host_labels, (size_t)b->n * sizeof(int32_t));
-    b->probs = f->be->ops->alloc(f->be, (size_t)b->n * b->classes * sizeof(float), &err);
-    b->dlogits = f->be->ops->alloc(f->be, (size_t)b->n * b->classes * sizeof(float), &err);
-    assert_non_null(b->probs);
-    assert_non_null(b->dlogits);
-}
-
-/* Train forward + label-smoothed cross-entropy (+ backward when asked). */
-static double loss_of(fixture *f, kiln_effnet *m, batch *b, uint64_t seed, int backward,
-                      float **logits)
-{
-    kiln_err err = {0};
-    const float *l = forward(m, b->x, 1, seed);
-    double loss = 0;
-    if (f->be->ops->xent_forward_backward(f->be, b->n, b->classes, l, b->labels, 0.1f, b->probs,
-                                          b->dlogits, &loss, &err) != KILN_OK)
-        fail_msg("%s", err.msg);
-    if (backward && kiln_effnet_backward(m, b->dlogits, &err) != KILN_OK)
-        fail_msg("%s", err.msg);
-    if (logits)
-        *logits = download(f, l, (size_t)b->n * b->classes);
-    return loss;
-}
-
 static void set_param(fixture *f, const kiln_effnet_tensor *p, size_t i, float v)
 {
     kiln_err err = {0};
@@ -252,55 +208,6 @@ static void test_finite_differences(void **state)
     kiln_effnet_destroy(m);
 }
 
-/* 32 images of 32x32 from 4 synthetic classes (stripes of two
- * orientations, a checkerboard, a bright centre) with noise. */
-static void synthetic_batch(fixture *f, batch *b)
-{
-    b->n = 32;
-    b->h = b->w = 32;
-    b->classes = 4;
-    size_t plane = (size_t)b->h * b->w, count = (size_t)b->n * 3 * plane;
-    float *host = malloc(count * sizeof *host);
-    b->host_labels = malloc((size_t)b->n * sizeof *b->host_labels);
-    kiln_rng rng;
-    kiln_rng_seed(&rng, 42);
-    for (int i = 0; i < b->n; i++) {
-        int cls = i % 4;
-        b->host_labels[i] = cls;
-        for (int c = 0; c < 3; c++)
-            for (int y = 0; y < b->h; y++)
-                for (int x = 0; x < b->w; x++) {
-                    float v;
-                    if (cls == 0)
-                        v = (y / 4) % 2 ? 1.0f : -1.0f;
-                    else if (cls == 1)
-                        v = (x / 4) % 2 ? 1.0f : -1.0f;
-                    else if (cls == 2)
-                        v = ((x / 4) + (y / 4)) % 2 ? 1.0f : -1.0f;
-                    else
-                        v = (abs(x - 16) < 8 && abs(y - 16) < 8) ? 1.5f : -0.5f;
-                    v += (float)(kiln_rng_uniform(&rng) - 0.5);
-                    host[(size_t)(i * 3 + c) * plane + (size_t)y * b->w + x] = v;
-                }
-    }
-    b->x = upload(f, host, count * sizeof *host);
-    free(host);
-    batch_buffers(f, b);
-}
-
-static int accuracy(const batch *b, const float *logits)
-{
-    int right = 0;
-    for (int i = 0; i < b->n; i++) {
-        int best = 0;
-        for (int c = 1; c < b->classes; c++)
-            if (logits[i * b->classes + c] > logits[i * b->classes + best])
-                best = c;
-        right += best == b->host_labels[i];
-    }
-    return right;
-}
-
 static void test_overfit_tiny_batch(void **state)
 {
     fixture *f = *state;
@@ -364,15 +271,31 @@ static void test_overfit_tiny_batch(void **state)
     kiln_effnet_destroy(m);
 }
 
+/* The same on bf16 activations (cpu-bf16, the GPU's mixed precision):
+ * masks behave alike, and the tiny set is still memorised. */
+static void test_masks_bf16(void **state)
+{
+    test_masks(state);
+}
+
+static void test_overfit_tiny_batch_bf16(void **state)
+{
+    test_overfit_tiny_batch(state);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, kt_model_setup, kt_model_teardown)
+#define T16(fn) cmocka_unit_test_setup_teardown(fn, kt_model_setup_bf16, kt_model_teardown)
     const struct CMUnitTest tests[] = {
         T(test_masks),
         T(test_replan),
         T(test_finite_differences),
         T(test_overfit_tiny_batch),
+        T16(test_masks_bf16),
+        T16(test_overfit_tiny_batch_bf16),
     };
 #undef T
+#undef T16
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

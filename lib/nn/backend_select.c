@@ -104,6 +104,9 @@ kiln_nn_backend *kiln_nn_backend_open_precision(const char *device, const char *
      * launched (tests; not offered by the command line). */
     if (strcmp(device, "cpu-graph-check") == 0)
         return kiln_nn_graph_checker_create(kiln_nn_cpu_create(threads, err), err);
+    /* The CPU on bf16 activations: the oracle of the GPU's mixed precision. */
+    if (strcmp(device, "cpu-bf16") == 0)
+        return kiln_nn_cpu_bf16_create(threads, err);
 
     kiln_err_set(err, KILN_EINVAL, "device '%s': expected auto, cpu or cuda", device);
     return NULL;

@@ -154,6 +154,11 @@ static int backward_all(kiln_effnet *m, const float *dlogits, kiln_err *err)
     slots s = {0};
     for (int i = 0; i < EFFNET_SLOTS; i++)
         s.buf[i] = m->slot[i];
+    if (m->dlogits_act) {
+        EFFNET_TRY(m->be->ops->act_from_f32(m->be, m->n, m->num_classes, 1, dlogits,
+                                            m->dlogits_act, err));
+        dlogits = m->dlogits_act;
+    }
     float *d = NULL, *dx = NULL;
     EFFNET_TRY(classifier_backward(m, &s, dlogits, &d, err));
     int rc = cba_backward(m, &m->head, &s, d, &dx, err);

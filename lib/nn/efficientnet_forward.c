@@ -95,7 +95,10 @@ static int classifier_forward(kiln_effnet *m, int train, uint64_t seed, kiln_err
 
 static int forward_all(kiln_effnet *m, int train, uint64_t seed, kiln_err *err)
 {
-    EFFNET_TRY(cba_forward(m, &m->stem, m->input, train, err));
+    kiln_nn_backend *be = m->be;
+    if (m->input_act)
+        EFFNET_TRY(be->ops->act_from_f32(be, m->n, 3, m->h * m->w, m->input, m->input_act, err));
+    EFFNET_TRY(cba_forward(m, &m->stem, m->stem.x, train, err));
     for (int i = 0; i < m->cfg.n_blocks; i++) {
         int rc = block_forward(m, &m->blocks[i], train, seed, err);
         if (rc != KILN_OK)
@@ -103,7 +106,10 @@ static int forward_all(kiln_effnet *m, int train, uint64_t seed, kiln_err *err)
                                  m->blocks[i].cfg.index);
     }
     EFFNET_TRY(cba_forward(m, &m->head, m->blocks[m->cfg.n_blocks - 1].out, train, err));
-    return classifier_forward(m, train, seed, err);
+    EFFNET_TRY(classifier_forward(m, train, seed, err));
+    if (m->logits_f32)
+        EFFNET_TRY(be->ops->act_to_f32(be, m->n, m->num_classes, 1, m->logits, m->logits_f32, err));
+    return KILN_OK;
 }
 
 const float *kiln_effnet_forward(kiln_effnet *m, const float *input, int train, uint64_t seed,
@@ -124,11 +130,11 @@ const float *kiln_effnet_forward(kiln_effnet *m, const float *input, int train, 
         return NULL;
     }
     m->input = input;
-    m->stem.x = input;
+    m->stem.x = m->input_act ? m->input_act : input;
     if (forward_all(m, train, seed, err) != KILN_OK) {
         kiln_err_wrap(err, "EfficientNet-%s forward", m->cfg.variant);
         return NULL;
     }
     m->train_forward_done = train != 0;
-    return m->logits;
+    return m->logits_f32 ? m->logits_f32 : m->logits;
 }

@@ -161,6 +161,9 @@ struct kiln_effnet {
     size_t slot_floats;
     float *small[3];            /* [n, max(channels)] scratch for SE / head grads */
     float *pooled, *drop_mask, *dropped, *logits;
+    /* Outside float32 NCHW (be->act): the input and dlogits in the
+     * backend's format, the logits in float32; NULL otherwise. */
+    float *input_act, *logits_f32, *dlogits_act;
     const float *input;
     int dropout_used;
     int train_forward_done;     /* backward is allowed */

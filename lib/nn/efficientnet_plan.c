@@ -2,7 +2,9 @@
  * shape laid out in a single backend allocation, kept for backward, plus
  * a few gradient scratch buffers that backward reuses layer after layer
  * (a gradient lives only from the layer that makes it to the layer that
- * consumes it). */
+ * consumes it). Activations take the backend's element size
+ * (kiln_act_bytes(be->act): 2 for bf16), masks 4; the model never reads
+ * an activation's bytes, so their pointers are only passed to the ops. */
 #include <string.h>
 
 #include "nn/efficientnet_internal.h"
@@ -11,17 +13,32 @@
 #define EFFNET_MAX_SIDE 8192
 
 typedef struct planner {
-    float *base;     /* NULL while sizing */
-    size_t used;     /* floats */
-    size_t max_big;  /* largest [n, c, h, w] activation */
+    char *base;      /* NULL while sizing */
+    size_t used;     /* bytes */
+    size_t act;      /* bytes per activation element */
+    size_t max_big;  /* largest [n, c, h, w] activation, elements */
     size_t max_row;  /* largest per-sample channel count (SE, head, classes) */
 } planner;
 
-static float *take(planner *p, size_t count)
+/* `count` elements of `elem` bytes, 64-byte aligned. */
+static float *take_bytes(planner *p, size_t count, size_t elem)
 {
     size_t off = p->used;
-    p->used += effnet_align_up(count);
-    return p->base ? p->base + off : NULL;
+    size_t align = EFFNET_ALIGN * sizeof(float);
+    p->used += (count * elem + align - 1) / align * align;
+    return p->base ? (float *)(void *)(p->base + off) : NULL;
+}
+
+/* An activation (the backend's format). */
+static float *take(planner *p, size_t count)
+{
+    return take_bytes(p, count, p->act);
+}
+
+/* A float32 tensor (masks, and the float32 ends of a non-native format). */
+static float *take_f32(planner *p, size_t count)
+{
+    return take_bytes(p, count, sizeof(float));
 }
 
 static float *take_big(planner *p, size_t count)
@@ -77,7 +94,7 @@ static void plan_block(planner *p, effnet_block *b, int n, int h, int w, const f
     se->y = take_big(p, (size_t)n * c->exp_c * (size_t)oh * (size_t)ow);
     plan_cba(p, &b->project, n, oh, ow, se->y);
     if (c->residual) {
-        b->sd_mask = take(p, (size_t)n);
+        b->sd_mask = take_f32(p, (size_t)n);
         b->out = take_big(p, (size_t)n * c->out_c * (size_t)oh * (size_t)ow);
     } else {
         b->sd_mask = NULL;
@@ -85,10 +102,24 @@ static void plan_block(planner *p, effnet_block *b, int n, int h, int w, const f
     }
 }
 
+/* Outside float32 NCHW the model's float32 ends get buffers of the
+ * backend's format: the input, the logits and their gradient. */
+static void plan_ends(kiln_effnet *m, planner *p, int n, int h, int w, int train)
+{
+    m->input_act = m->logits_f32 = m->dlogits_act = NULL;
+    if (m->be->act == KILN_ACT_F32_NCHW)
+        return;
+    m->input_act = take(p, (size_t)n * 3 * (size_t)h * (size_t)w);
+    m->logits_f32 = take_f32(p, (size_t)n * m->num_classes);
+    if (train)
+        m->dlogits_act = take(p, (size_t)n * m->num_classes);
+}
+
 /* One walk over the graph in forward order; sizes only when p->base is NULL. */
 static void plan_walk(kiln_effnet *m, planner *p, int n, int h, int w)
 {
-    plan_cba(p, &m->stem, n, h, w, NULL);
+    plan_ends(m, p, n, h, w, 1);
+    plan_cba(p, &m->stem, n, h, w, m->input_act);
     const float *x = m->stem.a;
     h = m->stem.oh;
     w = m->stem.ow;
@@ -104,7 +135,7 @@ static void plan_walk(kiln_effnet *m, planner *p, int n, int h, int w)
     note_row(p, f);
     note_row(p, (size_t)m->num_classes);
     m->pooled = take(p, (size_t)n * f);
-    m->drop_mask = take(p, (size_t)n * f);
+    m->drop_mask = take_f32(p, (size_t)n * f);
     m->dropped = take(p, (size_t)n * f);
     m->logits = take(p, (size_t)n * m->num_classes);
     /* Gradient scratch comes last so its size is known from the walk. */
@@ -134,7 +165,7 @@ static void infer_cba(effnet_cba *l, int h, int w, const float *x, float *c, flo
 
 static void infer_walk(kiln_effnet *m, float *region[3], float *se_small[5], int h, int w)
 {
-    infer_cba(&m->stem, h, w, NULL, region[0], region[1]);
+    infer_cba(&m->stem, h, w, m->input_act, region[0], region[1]);
     int cur = 1;
     h = m->stem.oh;
     w = m->stem.ow;
@@ -166,35 +197,45 @@ static void infer_walk(kiln_effnet *m, float *region[3], float *se_small[5], int
 }
 
 /* The plan's one backend allocation. */
-static int alloc_arena(kiln_effnet *m, size_t floats, const char *what, int batch, int h, int w,
+static int alloc_arena(kiln_effnet *m, size_t bytes, const char *what, int batch, int h, int w,
                        kiln_err *err)
 {
-    m->arena = m->be->ops->alloc(m->be, floats * sizeof(float), err);
+    m->arena = m->be->ops->alloc(m->be, bytes, err);
     if (!m->arena)
         return kiln_err_wrap(err, "planning EfficientNet %sfor [%d, 3, %d, %d] (%zu MiB)", what,
-                             batch, h, w, floats * sizeof(float) >> 20);
-    m->arena_bytes = floats * sizeof(float);
+                             batch, h, w, bytes >> 20);
+    m->arena_bytes = bytes;
     return KILN_OK;
 }
 
 static int plan_inference(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
 {
-    planner sizes = {0};
-    plan_walk(m, &sizes, batch, h, w); /* for the largest activation and row */
-    size_t big = effnet_align_up(sizes.max_big);
-    size_t row = effnet_align_up((size_t)batch * sizes.max_row);
+    planner p = {.act = kiln_act_bytes(m->be->act)};
+    plan_walk(m, &p, batch, h, w); /* for the largest activation and row */
+    size_t big = p.max_big, row = (size_t)batch * p.max_row;
     size_t f = (size_t)batch * m->cfg.head_c, logits = (size_t)batch * m->num_classes;
-    int rc = alloc_arena(m, 3 * big + 5 * row + f + logits, "inference ", batch, h, w, err);
-    if (rc != KILN_OK)
-        return rc;
-    float *base = m->arena, *region[3], *se_small[5];
-    for (int i = 0; i < 3; i++)
-        region[i] = base + (size_t)i * big;
-    for (int i = 0; i < 5; i++)
-        se_small[i] = base + 3 * big + (size_t)i * row;
-    infer_walk(m, region, se_small, h, w);
-    m->pooled = base + 3 * big + 5 * row;
-    m->logits = m->pooled + f;
+    /* The same layout twice: sizing, then pointing into the arena. */
+    for (int pass = 0; pass < 2; pass++) {
+        float *region[3], *se_small[5];
+        size_t act = p.act;
+        memset(&p, 0, sizeof p);
+        p.act = act;
+        p.base = pass ? m->arena : NULL;
+        plan_ends(m, &p, batch, h, w, 0);
+        for (int i = 0; i < 3; i++)
+            region[i] = take(&p, big);
+        for (int i = 0; i < 5; i++)
+            se_small[i] = take(&p, row);
+        m->pooled = take(&p, f);
+        m->logits = take(&p, logits);
+        if (!pass) {
+            int rc = alloc_arena(m, p.used, "inference ", batch, h, w, err);
+            if (rc != KILN_OK)
+                return rc;
+            continue;
+        }
+        infer_walk(m, region, se_small, h, w);
+    }
     m->drop_mask = m->dropped = NULL;
     m->slot_floats = 0;
     memset(m->slot, 0, sizeof m->slot);
@@ -217,12 +258,13 @@ void effnet_plan_free(kiln_effnet *m)
  * and one to lay it out. */
 static int plan_training(kiln_effnet *m, int batch, int h, int w, kiln_err *err)
 {
-    planner p = {0};
+    planner p = {.act = kiln_act_bytes(m->be->act)};
     plan_walk(m, &p, batch, h, w);
     int rc = alloc_arena(m, p.used, "", batch, h, w, err);
     if (rc != KILN_OK)
         return rc;
     memset(&p, 0, sizeof p);
+    p.act = kiln_act_bytes(m->be->act);
     p.base = m->arena;
     plan_walk(m, &p, batch, h, w);
     return KILN_OK;
