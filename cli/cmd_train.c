@@ -30,6 +30,9 @@ static void train_usage(FILE *out)
             "  --config FILE          YAML config (train.*, augment.*, data.workers); every\n"
             "                         key defaults as in examples/config.yaml\n"
             "  --device auto|cpu|cuda where to train (default auto: the GPU when usable)\n"
+            "  --precision fp32|bf16  train.precision: bf16 is the GPU's mixed precision\n"
+            "                         (bf16 NHWC activations, fp32 master weights; with\n"
+            "                         --device auto on a CPU it falls back to fp32)\n"
             "  --cuda-graphs          on the GPU, run each step after the first as one CUDA\n"
             "                         graph (one launch per step; default off; also\n"
             "                         KILN_CUDA_GRAPHS=1)\n"
@@ -48,7 +51,7 @@ static void train_usage(FILE *out)
 
 typedef struct train_flags {
     const char *data, *out, *config, *device, *init, *mlflow, *experiment, *run_name;
-    const char *epochs, *batch, *lr;
+    const char *epochs, *batch, *lr, *precision;
     int resume, threads, warmup, patience, cuda_graphs;
     unsigned long long seed;
 } train_flags;
@@ -57,7 +60,7 @@ static int parse_flags(int argc, char **argv, train_flags *f)
 {
     enum { O_DATA = 256, O_OUT, O_CONFIG, O_DEVICE, O_INIT, O_RESUME, O_EPOCHS, O_BATCH, O_LR,
            O_THREADS, O_SEED, O_MLFLOW, O_EXP, O_RUN, O_WARMUP, O_PATIENCE, O_GRAPHS,
-           O_HELP };
+           O_PRECISION, O_HELP };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA},       {"out", 1, 0, O_OUT},         {"config", 1, 0, O_CONFIG},
         {"device", 1, 0, O_DEVICE},   {"init-weights", 1, 0, O_INIT}, {"resume", 0, 0, O_RESUME},
@@ -65,6 +68,7 @@ static int parse_flags(int argc, char **argv, train_flags *f)
         {"threads", 1, 0, O_THREADS}, {"seed", 1, 0, O_SEED},      {"mlflow", 1, 0, O_MLFLOW},
         {"experiment", 1, 0, O_EXP},  {"run-name", 1, 0, O_RUN},   {"warmup-epochs", 1, 0, O_WARMUP},
         {"patience", 1, 0, O_PATIENCE}, {"cuda-graphs", 0, 0, O_GRAPHS},
+        {"precision", 1, 0, O_PRECISION},
         {"help", 0, 0, O_HELP},       {0, 0, 0, 0}};
     int c, rc = 0;
     char *end;
@@ -82,6 +86,7 @@ static int parse_flags(int argc, char **argv, train_flags *f)
         case O_EPOCHS: f->epochs = optarg; break;
         case O_BATCH: f->batch = optarg; break;
         case O_LR: f->lr = optarg; break;
+        case O_PRECISION: f->precision = optarg; break;
         case O_THREADS:
             rc = kiln_cli_int_flag("train", "--threads", optarg, 1, 1000000, &f->threads);
             break;
@@ -131,10 +136,11 @@ static int build_config(const train_flags *f, kiln_config *cfg, kiln_err *err)
 {
     kiln_config_defaults(cfg);
     int rc = f->config ? kiln_config_load_file(cfg, f->config, err) : KILN_OK;
-    const char *keys[] = {"train.epochs", "train.batch_size", "train.learning_rate"};
-    const char *vals[] = {f->epochs, f->batch, f->lr};
-    const char *names[] = {"--epochs", "--batch-size", "--lr"};
-    for (int i = 0; rc == KILN_OK && i < 3; i++)
+    const char *keys[] = {"train.epochs", "train.batch_size", "train.learning_rate",
+                          "train.precision"};
+    const char *vals[] = {f->epochs, f->batch, f->lr, f->precision};
+    const char *names[] = {"--epochs", "--batch-size", "--lr", "--precision"};
+    for (int i = 0; rc == KILN_OK && i < 4; i++)
         if (vals[i] && (rc = kiln_config_set(cfg, keys[i], vals[i], err)) != KILN_OK)
             kiln_err_wrap(err, "%s", names[i]);
     return rc == KILN_OK ? kiln_config_validate(cfg, err) : rc;

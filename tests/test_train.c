@@ -198,6 +198,8 @@ static void check_logged_run(kiln_mlflow_client *c, const char *run_id, const ch
     kiln_err gerr = {0};
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.device"),
                         kiln_gpu_probe(&gpu, &gerr) == KILN_OK ? "cuda" : "cpu");
+    assert_string_equal(kiln_mlflow_run_param(run, "precision"), "fp32");
+    assert_string_equal(kiln_mlflow_run_tag(run, "kiln.precision"), "fp32");
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.version"), KILN_VERSION);
     assert_string_equal(kiln_mlflow_run_tag(run, "kiln.dataset_sha256"), sha);
     assert_string_equal(run->info.run_name, "tiny");

@@ -56,6 +56,8 @@ static void test_bad_flags(void **state)
     expect_usage_error("--data d --out o --lr fast", "--lr");
     expect_usage_error("--data d --out o extra", "unexpected argument 'extra'");
     expect_usage_error("--data d --out o --seed -1", "--seed");
+    expect_usage_error("--data d --out o --precision fp16",
+                       "train.precision: expected one of fp32, bf16, got 'fp16'");
     kiln_gpu_info gpu;
     if (kiln_gpu_probe(&gpu, NULL) != KILN_OK) {
         /* No usable GPU: --device cuda fails before a run starts, saying why. */
@@ -67,6 +69,13 @@ static void test_bad_flags(void **state)
                      msg);
         free(msg);
     }
+    /* bf16 is the GPU's: asked of the CPU by name, it is refused, saying so. */
+    char *msg = NULL;
+    snprintf(args, sizeof args, "--data %s --out %s/m --device cpu --precision bf16", data, root);
+    int st = kt_run_capture(&msg, "%s train %s", kt_kiln_bin(), args);
+    if (st == 0 || !strstr(msg, "precision bf16 needs the GPU"))
+        fail_msg("kiln train %s: exit %d, wanted an error naming bf16 in:\n%s", args, st, msg);
+    free(msg);
     snprintf(args, sizeof args, "--data %s --out %s/m --mlflow ftp://x", data, root);
     expect_usage_error(args, "ftp://x");
     char *out = NULL;

@@ -24,6 +24,8 @@
  *     lr_schedule: warmup_cosine  # warmup_cosine | one_cycle (torch's OneCycleLR,
  *                              # momentum / beta1 cycled 0.95 -> 0.85 -> 0.95)
  *     one_cycle_pct_start: 0.3 # share of the steps rising to the peak, 0..1
+ *     precision: fp32          # fp32 | bf16 (GPU mixed precision: bf16 NHWC
+ *                              # activations, fp32 master weights)
  *   augment:
  *     random_resized_crop: true
  *     scale_min: 0.08
@@ -67,6 +69,7 @@ typedef struct kiln_config {
         double label_smoothing;
         char lr_schedule[16];
         double one_cycle_pct_start;
+        char precision[8];
     } train;
     struct {
         int random_resized_crop;

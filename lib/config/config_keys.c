@@ -61,6 +61,7 @@ static const char *const normalizations[] = {"imagenet", "dataset", NULL};
 static const char *const models[] = {"b0", "b1", "b2", "b3", NULL};
 static const char *const optimizers[] = {"sgd", "adamw", NULL};
 static const char *const schedules[] = {"warmup_cosine", "one_cycle", NULL};
+static const char *const precisions[] = {"fp32", "bf16", NULL};
 
 /* Ranges: what the code downstream can honour. max_uncompressed_mb stays
  * far below 2^44 so that prepare's "MB << 20" cannot overflow a uint64. */
@@ -84,6 +85,7 @@ static const key_spec keys[] = {
     DOUBLE(train.label_smoothing, 0, 1, HI_OPEN, "0.1"),
     ENUM(train.lr_schedule, schedules, "warmup_cosine"),
     DOUBLE(train.one_cycle_pct_start, 0, 1, HI_OPEN, "0.3"),
+    ENUM(train.precision, precisions, "fp32"),
     BOOL(augment.random_resized_crop, "true"),
     DOUBLE(augment.scale_min, 0, 1, LO_OPEN, "0.08"),
     DOUBLE(augment.scale_max, 0, 1, LO_OPEN, "1.0"),

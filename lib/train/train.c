@@ -95,7 +95,8 @@ static int open_data(train_ctx *c, kiln_err *err)
 static int make_model(train_ctx *c, kiln_err *err)
 {
     const kiln_train_opts *o = c->o;
-    if (!(c->be = kiln_nn_backend_open(o->device, o->threads, o->log, err)))
+    if (!(c->be = kiln_nn_backend_open_precision(o->device, o->cfg.train.precision, o->threads,
+                                                 o->log, err)))
         return err ? (int)err->code : KILN_EDEVICE;
     if (!(c->model = kiln_effnet_create(o->cfg.train.model, c->classes, c->be, err)))
         return err ? (int)err->code : KILN_ENOMEM;

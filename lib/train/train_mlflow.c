@@ -53,6 +53,7 @@ static int log_params(train_ctx *c, kiln_err *err)
         {"augment.horizontal_flip", v[9]},
         {"seed", v[10]},
         {"lr_schedule", o->cfg.train.lr_schedule},
+        {"precision", o->cfg.train.precision},
         {"warmup_epochs", v[11]},
         {"one_cycle_pct_start", v[15]},
         {"early_stopping_patience", v[12]},
@@ -130,13 +131,17 @@ int train_mlflow_dataset_tag(train_ctx *c, kiln_err *err)
     return rc == KILN_OK ? rc : kiln_err_wrap(err, "MLflow");
 }
 
-/* The backend that actually runs ("auto" resolved to "cuda" or "cpu"). */
+/* The backend that actually runs ("auto" resolved to "cuda" or "cpu") and
+ * its precision (bf16 asked for on a CPU fallback runs fp32). */
 int train_mlflow_device_tag(train_ctx *c, kiln_err *err)
 {
     if (!c->o->mlflow)
         return KILN_OK;
     int rc = kiln_mlflow_run_set_tag(c->o->mlflow, c->run_id, "kiln.device", c->be->ops->name,
                                      err);
+    if (rc == KILN_OK)
+        rc = kiln_mlflow_run_set_tag(c->o->mlflow, c->run_id, "kiln.precision",
+                                     kiln_act_precision(c->be->act), err);
     return rc == KILN_OK ? rc : kiln_err_wrap(err, "MLflow");
 }
 
