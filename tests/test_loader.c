@@ -303,6 +303,46 @@ static void test_threads_bit_identical(void **state)
     epoch_free(&ref[1]);
 }
 
+/* opts.u8: the same augmented pixels as bytes; through kiln_loader_lut
+ * they are the float batches bit for bit, and no floats are made. */
+static void test_u8_batches_match_floats(void **state)
+{
+    const char *dir = *state;
+    build(dir, 13, 20);
+    kiln_loader_opts o;
+    aug_opts(&o, 5, 12, 2);
+    kiln_loader *lf = open_ok(dir, &o);
+    o.u8 = 1;
+    kiln_loader *lb = open_ok(dir, &o);
+    const float *lut = kiln_loader_lut(lb);
+    assert_float_equal(lut[0 * 256 + 0], (float)((0 - in_mean[0]) / in_std[0]), 0);
+    assert_float_equal(lut[2 * 256 + 255], (float)((1 - in_mean[2]) / in_std[2]), 0);
+    kiln_err err = {0};
+    for (int ep = 0; ep < 2; ep++) {
+        assert_int_equal(kiln_loader_start_epoch(lf, ep, &err), KILN_OK);
+        assert_int_equal(kiln_loader_start_epoch(lb, ep, &err), KILN_OK);
+        int batches = 0;
+        for (; batches < 3; batches++) {
+            const kiln_batch *bf = next_ok(lf), *bb = next_ok(lb);
+            assert_null(bb->x);
+            assert_null(bf->x_u8);
+            assert_int_equal(bb->n, bf->n);
+            assert_memory_equal(bb->labels, bf->labels, (size_t)bf->n * sizeof *bf->labels);
+            size_t plane = (size_t)bf->height * bf->width;
+            for (size_t i = 0; i < (size_t)bf->n * 3 * plane; i++) {
+                size_t c = i / plane % 3;
+                if (lut[c * 256 + bb->x_u8[i]] != bf->x[i])
+                    fail_msg("epoch %d batch %d element %zu: byte %u maps to %g, float batch %g",
+                             ep, batches, i, bb->x_u8[i], lut[c * 256 + bb->x_u8[i]], bf->x[i]);
+            }
+        }
+        expect_end(lf);
+        expect_end(lb);
+    }
+    kiln_loader_close(lf);
+    kiln_loader_close(lb);
+}
+
 /* Augmentation differs between epochs even in the same order. */
 static void test_augmentation_varies_by_epoch(void **state)
 {
@@ -686,6 +726,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_epoch_orders, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_threads_bit_identical, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_augmentation_varies_by_epoch, kt_setup_tmpdir, kt_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_u8_batches_match_floats, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_normalisation_exact, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_flip_only, kt_setup_tmpdir, kt_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_random_resized_crop, kt_setup_tmpdir, kt_teardown_tmpdir),

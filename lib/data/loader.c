@@ -128,6 +128,22 @@ static crop_box sample_crop(kiln_rng *rng, int W, int H, const kiln_loader_opts 
     return c;
 }
 
+/* uint8 HWC side x side -> uint8 NCHW (opts.u8), mirrored when `flip`. */
+static void to_byte_planes(const uint8_t *src, int side, int flip, uint8_t *dst)
+{
+    size_t plane = (size_t)side * side;
+    for (int y = 0; y < side; y++) {
+        const uint8_t *row = src + (size_t)y * side * 3;
+        uint8_t *d0 = dst + (size_t)y * side, *d1 = d0 + plane, *d2 = d1 + plane;
+        for (int x = 0; x < side; x++) {
+            const uint8_t *p = row + 3 * (size_t)(flip ? side - 1 - x : x);
+            d0[x] = p[0];
+            d1[x] = p[1];
+            d2[x] = p[2];
+        }
+    }
+}
+
 /* uint8 HWC side x side -> normalised float NCHW, mirrored when `flip`. */
 static void to_planes(const kiln_loader *l, const uint8_t *src, int side, int flip, float *dst)
 {
@@ -144,9 +160,20 @@ static void to_planes(const kiln_loader *l, const uint8_t *src, int side, int fl
     }
 }
 
-/* Image `index` at epoch position `pos` into `dst` (3 planes of out^2). */
-static int load_image(worker *w, uint32_t index, uint64_t pos, int epoch, float *dst,
-                      uint32_t *label, kiln_err *err)
+/* Image `index` at epoch position `pos` into image `k` of the batch (3
+ * planes of out^2, floats or bytes). */
+static void store_planes(const kiln_loader *l, kiln_batch *b, size_t k, const uint8_t *src,
+                         int side, int flip)
+{
+    size_t image = (size_t)3 * side * side;
+    if (b->x_u8)
+        to_byte_planes(src, side, flip, b->x_u8 + k * image);
+    else
+        to_planes(l, src, side, flip, b->x + k * image);
+}
+
+static int load_image(worker *w, uint32_t index, uint64_t pos, int epoch, kiln_batch *dst,
+                      size_t k, uint32_t *label, kiln_err *err)
 {
     const kiln_loader *l = w->l;
     int s = l->size, out = l->o.out_size;
@@ -159,7 +186,7 @@ static int load_image(worker *w, uint32_t index, uint64_t pos, int epoch, float 
     /* Drawn after the crop, as RandomHorizontalFlip follows RandomResizedCrop. */
     int flip = l->o.horizontal_flip && kiln_rng_uniform(&rng) < 0.5;
     if (c.w == s && c.h == s && out == s) {
-        to_planes(l, px, s, flip, dst);
+        store_planes(l, dst, k, px, s, flip);
         return KILN_OK;
     }
     if (kiln_resize_scratch_size(c.w, c.h, out, out) > w->scratch_size)
@@ -170,7 +197,7 @@ static int load_image(worker *w, uint32_t index, uint64_t pos, int epoch, float 
     int rc = kiln_image_resize_box(&src, c.x, c.y, c.w, c.h, &w->resized, w->scratch, err);
     if (rc != KILN_OK)
         return rc;
-    to_planes(l, w->resized.pixels, out, flip, dst);
+    store_planes(l, dst, k, w->resized.pixels, out, flip);
     return KILN_OK;
 }
 
@@ -182,13 +209,11 @@ static int fill_batch(worker *w, slot *s, uint64_t b, int epoch, kiln_err *err)
     uint64_t n = l->n_images - first;
     if (n > (uint64_t)l->o.batch_size)
         n = (uint64_t)l->o.batch_size;
-    size_t image_floats = (size_t)3 * l->o.out_size * l->o.out_size;
     for (uint64_t k = 0; k < n; k++) {
         if (atomic_load_explicit(&l->cancel, memory_order_relaxed))
             return kiln_err_set(err, KILN_ECANCELED, "loader: epoch restarted");
         uint32_t index = l->order[first + k], label = 0;
-        int rc = load_image(w, index, first + k, epoch, s->batch.x + k * image_floats, &label,
-                            err);
+        int rc = load_image(w, index, first + k, epoch, &s->batch, (size_t)k, &label, err);
         if (rc != KILN_OK)
             return kiln_err_wrap(err, "loader: image %u", index);
         s->batch.labels[k] = (int32_t)label;
@@ -324,7 +349,7 @@ static int resolve_sizes(kiln_loader *l, const char *dir, kiln_err *err)
 static int alloc_slots(kiln_loader *l, kiln_err *err)
 {
     size_t bs = (size_t)l->o.batch_size, side = (size_t)l->o.out_size;
-    size_t x_bytes = bs * 3 * side * side * sizeof(float);
+    size_t x_bytes = bs * 3 * side * side * (l->o.u8 ? 1 : sizeof(float));
     l->order = calloc(l->n_images, sizeof *l->order);
     l->slots = calloc((size_t)l->n_slots, sizeof *l->slots);
     if (!l->order || !l->slots)
@@ -334,10 +359,14 @@ static int alloc_slots(kiln_loader *l, kiln_err *err)
         l->slots[i].number = NO_BATCH;
         b->channels = 3;
         b->height = b->width = l->o.out_size;
-        b->x = malloc(x_bytes);
+        void *x = malloc(x_bytes);
+        if (l->o.u8)
+            b->x_u8 = x;
+        else
+            b->x = x;
         b->labels = calloc(bs, sizeof *b->labels);
         b->indices = calloc(bs, sizeof *b->indices);
-        if (!b->x || !b->labels || !b->indices)
+        if (!x || !b->labels || !b->indices)
             goto nomem;
     }
     return KILN_OK;
@@ -430,6 +459,11 @@ kiln_loader *kiln_loader_open(const char *dataset_dir, const kiln_loader_opts *o
 fail:
     kiln_loader_close(l);
     return NULL;
+}
+
+const float *kiln_loader_lut(const kiln_loader *l)
+{
+    return &l->lut[0][0];
 }
 
 uint32_t kiln_loader_num_images(const kiln_loader *l)
@@ -546,6 +580,7 @@ void kiln_loader_close(kiln_loader *l)
     free(l->workers);
     for (int i = 0; l->slots && i < l->n_slots; i++) {
         free(l->slots[i].batch.x);
+        free(l->slots[i].batch.x_u8);
         free(l->slots[i].batch.labels);
         free(l->slots[i].batch.indices);
     }

@@ -2,7 +2,10 @@
  *
  * A kiln_loader reads one split of a prepared dataset (dataset.h) and
  * produces batches as float32 NCHW, normalised with the manifest's
- * mean/std, with labels. Training augmentation is torchvision's
+ * mean/std, with labels — or, with `u8`, the same pixels as bytes (NCHW,
+ * augmented, not normalised) for a GPU to normalise after a copy of a
+ * quarter of the size; kiln_loader_lut maps them to the float batch's
+ * values exactly. Training augmentation is torchvision's
  * RandomResizedCrop(out_size, scale, ratio) + RandomHorizontalFlip(0.5);
  * without augmentation images are resized to out_size (a no-op copy when
  * out_size equals the stored size).
@@ -37,6 +40,7 @@ typedef struct kiln_loader_opts {
     double scale_min, scale_max;   /* default 0.08, 1.0 */
     double ratio_min, ratio_max;   /* default 3/4, 4/3 */
     int horizontal_flip;
+    int u8;                 /* 1: batches in x_u8 (bytes) instead of x */
 } kiln_loader_opts;
 
 /* Defaults: train split, batch 32, no augmentation, 1 thread, seed 42,
@@ -47,7 +51,8 @@ typedef struct kiln_batch {
     int n;              /* images in this batch (<= batch_size) */
     int channels;       /* 3 */
     int height, width;  /* out_size */
-    float *x;           /* n * 3 * height * width, NCHW */
+    float *x;           /* n * 3 * height * width, NCHW; NULL with opts.u8 */
+    uint8_t *x_u8;      /* opts.u8: the pixels before normalisation, NCHW; else NULL */
     int32_t *labels;    /* n */
     uint32_t *indices;  /* n: index of each image in the split */
 } kiln_batch;
@@ -57,6 +62,10 @@ typedef struct kiln_loader kiln_loader;
 kiln_loader *kiln_loader_open(const char *dataset_dir, const kiln_loader_opts *opts,
                               kiln_err *err);
 uint32_t kiln_loader_num_images(const kiln_loader *l);
+/* The normalisation: lut[c * 256 + byte] = (byte / 255 - mean[c]) / std[c]
+ * (computed in double, rounded once), 3 * 256 floats owned by the loader:
+ * x = lut[c * 256 + x_u8] for every element of channel c. */
+const float *kiln_loader_lut(const kiln_loader *l);
 uint32_t kiln_loader_batches_per_epoch(const kiln_loader *l);
 /* Begin epoch `epoch` (0-based); cancels an epoch in progress. */
 int kiln_loader_start_epoch(kiln_loader *l, int epoch, kiln_err *err);
