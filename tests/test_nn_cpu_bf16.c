@@ -242,6 +242,43 @@ static void test_close_to_fp32(void **state)
     pair_free(&p);
 }
 
+/* The fused BN + SiLU path (cpu-bf16 offers it, the CPU does not) gives
+ * the unfused path's bits: train logits, every gradient, running stats,
+ * eval logits. */
+static void test_fused_equals_unfused(void **state)
+{
+    fixture *f = *state;
+    assert_non_null(f->be->ops->bn_silu_forward_train);
+    kiln_effnet *m[2];
+    batch b;
+    synthetic_batch(f, &b);
+    float *logits[2], *grads[2], *stats[2], *eval[2];
+    size_t nl = (size_t)b.n * b.classes, ng = 0, ns = 0;
+    for (int k = 0; k < 2; k++) {
+        kiln_err err = {0};
+        m[k] = make(f, "b0", 4, 3);
+        kiln_effnet_set_fused(m[k], k);
+        assert_int_equal(kiln_effnet_set_stochastic_depth(m[k], 0.0f, &err), KILN_OK);
+        plan(m[k], b.n, b.h, b.w);
+        loss_of(f, m[k], &b, 5, 1, &logits[k]);
+        ng = kiln_effnet_flat_floats(m[k]);
+        grads[k] = download(f, kiln_effnet_grads_flat(m[k]), ng);
+        const kiln_effnet_tensor *rv = kiln_effnet_find(m[k], "features.3.1.block.1.1.running_var");
+        ns = rv->count;
+        stats[k] = download(f, rv->data, ns);
+        eval[k] = download(f, forward(m[k], b.x, 0, 0), nl);
+    }
+    assert_memory_equal(logits[0], logits[1], nl * sizeof(float));
+    assert_memory_equal(grads[0], grads[1], ng * sizeof(float));
+    assert_memory_equal(stats[0], stats[1], ns * sizeof(float));
+    assert_memory_equal(eval[0], eval[1], nl * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        free(logits[k]), free(grads[k]), free(stats[k]), free(eval[k]);
+        kiln_effnet_destroy(m[k]);
+    }
+    batch_free(f, &b);
+}
+
 /* --- choosing a backend by precision -------------------------------------- */
 
 static void test_open_precision(void **state)
@@ -291,6 +328,7 @@ int main(void)
         T(test_bad_calls),
         T(test_plan_bytes),
         T(test_close_to_fp32),
+        T(test_fused_equals_unfused),
         cmocka_unit_test(test_open_precision),
     };
 #undef T

@@ -396,6 +396,37 @@ static void test_scale_samples(void **state)
     kiln_nn_backend_destroy(be);
 }
 
+/* The loader's bytes through its table, against the CPU backend's op;
+ * sizes past the launcher's block cap so the grid-stride loop turns. */
+static void test_normalize_u8(void **state)
+{
+    (void)state;
+    static const int hws[] = {1, 77, 300001};
+    kiln_nn_backend *be = cpu_backend();
+    kiln_err err = {0};
+    float lut[3 * 256];
+    for (int i = 0; i < 3 * 256; i++)
+        lut[i] = (float)i * 0.25f - 33.0f;
+    for (size_t hi = 0; hi < sizeof hws / sizeof hws[0]; hi++) {
+        int n = 3, hw = hws[hi];
+        size_t total = (size_t)n * 3 * (size_t)hw;
+        uint8_t *bytes = malloc(total);
+        for (size_t i = 0; i < total; i++)
+            bytes[i] = (uint8_t)(i * 131 + i / 7);
+        float *y = fnan(total);
+        emu_ok("normalize_u8", cuda_launch_normalize_u8(NULL, n, 3, hw, bytes, lut, y));
+        void *cb = be->ops->alloc(be, total, &err);
+        cpu_ok("upload", be->ops->upload(be, cb, bytes, total, &err), &err);
+        float *cl = kt_dev(be, lut, 3 * 256), *cy = kt_dev_nan(be, total);
+        cpu_ok("normalize_u8", be->ops->normalize_u8(be, n, 3, hw, cb, cl, cy, &err), &err);
+        check_equal("normalize_u8", y, cy, total);
+        free(bytes);
+        free(y);
+        cpu_free(be, 3, cb, cl, cy);
+    }
+    kiln_nn_backend_destroy(be);
+}
+
 static void test_sum_squares(void **state)
 {
     (void)state;
@@ -785,7 +816,7 @@ int main(void)
         cmocka_unit_test(test_sum_squares),    cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_scale_channels), cmocka_unit_test(test_bias),
         cmocka_unit_test(test_xent),           cmocka_unit_test(test_sgd),
-        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw),          cmocka_unit_test(test_normalize_u8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,6 +102,11 @@ static void train_into(const char *data, const char *out, const char *device, in
     kiln_err err = {0};
     kt_train_tiny_opts(&o, data, out, 2);
     o.device = device;
+    /* "cuda-bf16": the GPU's mixed precision. */
+    if (strcmp(device, "cuda-bf16") == 0) {
+        o.device = "cuda";
+        snprintf(o.cfg.train.precision, sizeof o.cfg.train.precision, "bf16");
+    }
     o.cuda_graphs = graphs;
     /* Stochastic depth and dropout draw a new mask every step: the seed is a
      * slot, not part of the recording. */
@@ -159,6 +164,16 @@ static void test_train_steps_replay_and_match_eager(void **state)
     assert_int_equal(rg.graph_steps, 2 * 5 - 1);
     assert_int_equal(rg.graph_recordings, 2);
     expect_same_run("cpu", &he, &hg, eager_dir, graph_dir);
+    /* The same on bf16 activations, whose step adds the conversions. */
+    char *eager16 = kt_path(root, "eager16"), *graph16 = kt_path(root, "graph16");
+    history he16 = {0}, hg16 = {0};
+    train_into(data, eager16, "cpu-bf16", 0, &he16, &re);
+    train_into(data, graph16, "cpu-bf16-graph-check", 1, &hg16, &rg);
+    assert_int_equal(rg.graph_steps, 2 * 5 - 1);
+    expect_same_run("cpu-bf16", &he16, &hg16, eager16, graph16);
+    assert_false(he16.e[1].train_loss == he.e[1].train_loss);
+    free(eager16);
+    free(graph16);
     /* The package: served below by both ways. */
     char *package = kt_path(root, "package");
     assert_int_equal(rename(graph_dir, package), 0);
@@ -253,6 +268,13 @@ static void test_cuda_train_graphs_match_eager(void **state)
     train_into(data, graph_dir, "cuda", 1, &hg, &rg);
     assert_int_equal(rg.graph_steps, 2 * 5 - 1);
     expect_same_run("cuda", &he, &hg, eager_dir, graph_dir);
+    char *eager16 = kt_path(root, "cuda-eager16"), *graph16 = kt_path(root, "cuda-graph16");
+    history he16 = {0}, hg16 = {0};
+    train_into(data, eager16, "cuda-bf16", 0, &he16, &re);
+    train_into(data, graph16, "cuda-bf16", 1, &hg16, &rg);
+    expect_same_run("cuda bf16", &he16, &hg16, eager16, graph16);
+    free(eager16);
+    free(graph16);
     /* kiln-serve's forwards on the GPU, eager and as graphs. */
     enum { N = 2 };
     size_t px = (size_t)3 * 32 * 32, out = (size_t)3 * N * 3;

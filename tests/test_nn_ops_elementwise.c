@@ -2,7 +2,7 @@
  * elementwise ops: SiLU and Sigmoid (forward against double, backward
  * against central differences), add / mul / scale (in place too), dropout
  * masks (deterministic, the right fraction and values), per-sample
- * scaling, the squared norm, and failures (absurd allocations, bad
+ * scaling, the loader's bytes normalised, the squared norm, and failures (absurd allocations, bad
  * arguments). Lengths are odd so the vector loops' tails run. */
 #include "test_nn_ops.h"
 
@@ -206,6 +206,34 @@ static void test_scale_samples(void **state)
     kiln_nn_backend_destroy(be);
 }
 
+/* The loader's bytes through its table: channel by channel, every byte. */
+static void test_normalize_u8(void **state)
+{
+    (void)state;
+    kiln_nn_backend *be = kt_cpu(2);
+    kiln_err err = {0};
+    enum { N = 3, C = 3, HW = 301, TOTAL = N * C * HW };
+    float lut[C * 256];
+    uint8_t bytes[TOTAL];
+    for (int i = 0; i < C * 256; i++)
+        lut[i] = (float)i * 0.5f - 7.0f;
+    for (int i = 0; i < TOTAL; i++)
+        bytes[i] = (uint8_t)(i * 37 + i / 5);
+    void *dsrc = be->ops->alloc(be, TOTAL, &err);
+    assert_int_equal(be->ops->upload(be, dsrc, bytes, TOTAL, &err), KILN_OK);
+    float *dlut = kt_dev(be, lut, C * 256), *dy = kt_dev_nan(be, TOTAL);
+    assert_int_equal(be->ops->normalize_u8(be, N, C, HW, dsrc, dlut, dy, &err), KILN_OK);
+    float *y = kt_host(be, dy, TOTAL);
+    for (int i = 0; i < TOTAL; i++)
+        assert_true(y[i] == lut[(i / HW % C) * 256 + bytes[i]]);
+    assert_int_equal(be->ops->normalize_u8(be, N, C, HW, NULL, dlut, dy, &err), KILN_EINVAL);
+    assert_int_equal(be->ops->normalize_u8(be, N, -1, HW, dsrc, dlut, dy, &err), KILN_EINVAL);
+    assert_int_equal(be->ops->normalize_u8(be, 0, C, HW, NULL, NULL, NULL, &err), KILN_OK);
+    free(y);
+    be->ops->release(be, dsrc), be->ops->release(be, dlut), be->ops->release(be, dy);
+    kiln_nn_backend_destroy(be);
+}
+
 static void test_sum_squares(void **state)
 {
     (void)state;
@@ -285,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_add_mul_scale),
         cmocka_unit_test(test_mask),
         cmocka_unit_test(test_scale_samples),
+        cmocka_unit_test(test_normalize_u8),
         cmocka_unit_test(test_sum_squares),
         cmocka_unit_test(test_memory_and_failures),
     };

@@ -120,6 +120,25 @@ typedef struct kiln_nn_ops {
                        const float *gamma, const float *save_mean, const float *save_invstd,
                        float *dx, float *dgamma, float *dbeta, kiln_err *err);
 
+    /* --- fused batch norm + SiLU: optional (NULL: the model calls the two
+     * ops). Each is exactly its unfused pair, bit for bit — the SiLU of the
+     * stored (rounded) BN output, its backward fed the stored (rounded)
+     * SiLU gradient — in one pass over the tensor instead of two.
+     * Forward: bn = BN(x) as bn_forward_train / _eval (kept for backward;
+     * NULL in eval when not wanted), y = silu(bn); y may alias bn only in
+     * eval. Backward: dx, dgamma, dbeta of BN from silu_backward(bn, dy). */
+    int (*bn_silu_forward_train)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                 const float *gamma, const float *beta, float *running_mean,
+                                 float *running_var, float momentum, float eps, float *bn,
+                                 float *y, float *save_mean, float *save_invstd, kiln_err *err);
+    int (*bn_silu_forward_eval)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                const float *gamma, const float *beta, const float *running_mean,
+                                const float *running_var, float eps, float *y, kiln_err *err);
+    int (*silu_bn_backward)(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                            const float *bn, const float *dy, const float *gamma,
+                            const float *save_mean, const float *save_invstd, float *dx,
+                            float *dgamma, float *dbeta, kiln_err *err);
+
     /* --- elementwise on act tensors (y may alias x in the forward ops) -- */
     int (*silu_forward)(kiln_nn_backend *be, size_t count, const float *x, float *y, kiln_err *err);
     /* dx = dy * silu'(x) (needs the input x). */
@@ -204,6 +223,13 @@ typedef struct kiln_nn_ops {
                         kiln_err *err);
     int (*act_to_f32)(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
                       kiln_err *err);
+    /* dst float32 [n, c, hw] = lut[ch * 256 + src] for the bytes src
+     * [n, c, hw] of channel ch: the loader's normalisation
+     * (kiln_loader_lut), done where the batch is, after copying a quarter
+     * of the floats' bytes. src (uint8) and lut (c * 256 floats) in
+     * backend memory. */
+    int (*normalize_u8)(kiln_nn_backend *be, int n, int c, int hw, const uint8_t *src,
+                        const float *lut, float *dst, kiln_err *err);
 
     /* --- step graphs: optional, NULL where the backend has none (the CPU) --
      * A pass is a fixed sequence of calls — one training step, one inference
@@ -262,7 +288,8 @@ kiln_nn_backend *kiln_nn_cuda_create(const kiln_nn_cuda_opts *opts, kiln_err *er
  * when no GPU is usable) or "auto"/NULL (CUDA when usable, else the CPU,
  * with an info line on `log` saying why); "cpu-graph-check" is the CPU with
  * step graphs checked (nn/graph_check.h), "cpu-bf16" the CPU on bf16
- * activations (nn/cpu_bf16.h), both for tests. KILN_EINVAL for other
+ * activations (kiln_nn_cpu_bf16_create), "cpu-bf16-graph-check" both, all
+ * for tests. KILN_EINVAL for other
  * names. */
 kiln_nn_backend *kiln_nn_backend_open(const char *device, int threads, const kiln_logger *log,
                                       kiln_err *err);

@@ -107,6 +107,8 @@ kiln_nn_backend *kiln_nn_backend_open_precision(const char *device, const char *
     /* The CPU on bf16 activations: the oracle of the GPU's mixed precision. */
     if (strcmp(device, "cpu-bf16") == 0)
         return kiln_nn_cpu_bf16_create(threads, err);
+    if (strcmp(device, "cpu-bf16-graph-check") == 0)
+        return kiln_nn_graph_checker_create(kiln_nn_cpu_bf16_create(threads, err), err);
 
     kiln_err_set(err, KILN_EINVAL, "device '%s': expected auto, cpu or cuda", device);
     return NULL;

@@ -162,6 +162,12 @@ static int b_mask(kiln_nn_backend *be, size_t count, float p, uint64_t seed, uin
     return CPU(be)->ops->mask(CPU(be), count, p, seed, offset, mask, err);
 }
 
+static int b_normalize_u8(kiln_nn_backend *be, int n, int c, int hw, const uint8_t *src,
+                          const float *lut, float *dst, kiln_err *err)
+{
+    return CPU(be)->ops->normalize_u8(CPU(be), n, c, hw, src, lut, dst, err);
+}
+
 static int b_xent(kiln_nn_backend *be, int n, int classes, const float *logits,
                   const int32_t *labels, float ls, float *probs, float *dlogits,
                   double *host_loss, kiln_err *err)
@@ -313,6 +319,90 @@ static int b_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float 
     if (rc)
         return rc;
     rc = CPU(be)->ops->bn_backward(CPU(be), n, c, hw, xf, dyf, gamma, save_mean, save_invstd, dxf,
+                                   dgamma, dbeta, err);
+    if (rc == KILN_OK)
+        encode(dxf, dx, count);
+    return rc;
+}
+
+/* --- fused batch norm + SiLU: the unfused pair on the rounded values, so
+ * both paths of the model give the same bits (what a fused GPU kernel must
+ * reproduce). ---------------------------------------------------------- */
+
+static void round_floats(float *t, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        t[i] = kiln_bf16_round(t[i]);
+}
+
+static int b_bn_silu_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                   const float *gamma, const float *beta, float *running_mean,
+                                   float *running_var, float momentum, float eps, float *bn,
+                                   float *y, float *save_mean, float *save_invstd, kiln_err *err)
+{
+    int rc;
+    size_t count = count3("bn_silu_forward_train", n, c, hw, &rc, err);
+    const float *xf = rc ? NULL : decode(be, T_A, x, count, &rc, err);
+    float *bf = rc ? NULL : out_tmp(be, T_OUT, bn, count, &rc, err);
+    float *yf = rc ? NULL : out_tmp(be, T_OUT2, y, count, &rc, err);
+    if (rc)
+        return rc;
+    rc = CPU(be)->ops->bn_forward_train(CPU(be), n, c, hw, xf, gamma, beta, running_mean,
+                                        running_var, momentum, eps, bf, save_mean, save_invstd,
+                                        err);
+    if (rc == KILN_OK && bf) {
+        round_floats(bf, count);
+        rc = CPU(be)->ops->silu_forward(CPU(be), count, bf, yf, err);
+    }
+    if (rc == KILN_OK) {
+        encode(bf, bn, count);
+        encode(yf, y, count);
+    }
+    return rc;
+}
+
+static int b_bn_silu_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                  const float *gamma, const float *beta, const float *running_mean,
+                                  const float *running_var, float eps, float *y, kiln_err *err)
+{
+    int rc;
+    size_t count = count3("bn_silu_forward_eval", n, c, hw, &rc, err);
+    const float *xf = rc ? NULL : decode(be, T_A, x, count, &rc, err);
+    float *bf = rc ? NULL : out_tmp(be, T_OUT, y, count, &rc, err);
+    float *yf = rc ? NULL : out_tmp(be, T_OUT2, y, count, &rc, err);
+    if (rc)
+        return rc;
+    rc = CPU(be)->ops->bn_forward_eval(CPU(be), n, c, hw, xf, gamma, beta, running_mean,
+                                       running_var, eps, bf, err);
+    if (rc == KILN_OK && bf) {
+        round_floats(bf, count);
+        rc = CPU(be)->ops->silu_forward(CPU(be), count, bf, yf, err);
+    }
+    if (rc == KILN_OK)
+        encode(yf, y, count);
+    return rc;
+}
+
+static int b_silu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                              const float *bn, const float *dy, const float *gamma,
+                              const float *save_mean, const float *save_invstd, float *dx,
+                              float *dgamma, float *dbeta, kiln_err *err)
+{
+    int rc;
+    size_t count = count3("silu_bn_backward", n, c, hw, &rc, err);
+    const float *bf = rc ? NULL : decode(be, T_A, bn, count, &rc, err);
+    const float *dyf = rc ? NULL : decode(be, T_B, dy, count, &rc, err);
+    float *tf = rc || !bf || !dyf ? NULL : out_tmp(be, T_OUT2, dy, count, &rc, err);
+    if (rc)
+        return rc;
+    rc = CPU(be)->ops->silu_backward(CPU(be), count, bf, dyf, tf, err);
+    if (rc == KILN_OK && tf)
+        round_floats(tf, count);
+    const float *xf = rc ? NULL : decode(be, T_A, x, count, &rc, err);
+    float *dxf = rc ? NULL : out_tmp(be, T_OUT, dx, count, &rc, err);
+    if (rc)
+        return rc;
+    rc = CPU(be)->ops->bn_backward(CPU(be), n, c, hw, xf, tf, gamma, save_mean, save_invstd, dxf,
                                    dgamma, dbeta, err);
     if (rc == KILN_OK)
         encode(dxf, dx, count);
@@ -576,6 +666,9 @@ static const kiln_nn_ops bf16_ops = {
     .bn_forward_train = b_bn_forward_train,
     .bn_forward_eval = b_bn_forward_eval,
     .bn_backward = b_bn_backward,
+    .bn_silu_forward_train = b_bn_silu_forward_train,
+    .bn_silu_forward_eval = b_bn_silu_forward_eval,
+    .silu_bn_backward = b_silu_bn_backward,
     .silu_forward = b_silu_forward,
     .silu_backward = b_silu_backward,
     .sigmoid_forward = b_sigmoid_forward,
@@ -597,6 +690,7 @@ static const kiln_nn_ops bf16_ops = {
     .adamw_step = b_adamw,
     .act_from_f32 = b_act_from_f32,
     .act_to_f32 = b_act_to_f32,
+    .normalize_u8 = b_normalize_u8,
 };
 
 kiln_nn_backend *kiln_nn_cpu_bf16_create(int threads, kiln_err *err)

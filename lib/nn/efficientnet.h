@@ -143,6 +143,10 @@ int kiln_effnet_set_dropout(kiln_effnet *m, float p, kiln_err *err);
  * p * i / B. Default 0.2. */
 int kiln_effnet_set_stochastic_depth(kiln_effnet *m, float p, kiln_err *err);
 
+/* Use the backend's fused batch norm + SiLU ops where it has them
+ * (backend.h; bit for bit the unfused pair): 1 (the default) or 0. */
+void kiln_effnet_set_fused(kiln_effnet *m, int on);
+
 /* --- running ---------------------------------------------------------- */
 
 /* Allocate activations and gradient scratch for input [batch, 3, h, w]

@@ -42,19 +42,25 @@ static int cba_backward(kiln_effnet *m, effnet_cba *l, slots *s, const float *dy
     kiln_nn_backend *be = m->be;
     const kiln_nn_ops *ops = be->ops;
     int n = m->n, c = l->conv.out_c, hw = l->oh * l->ow;
-    const float *db = dy;
-    if (l->act) {
-        float *t = NULL;
-        EFFNET_TRY(slot_take(s, &t, err));
-        EFFNET_TRY(ops->silu_backward(be, (size_t)n * c * hw, l->b, dy, t, err));
-        db = t;
-    }
     float *dc = NULL;
-    EFFNET_TRY(slot_take(s, &dc, err));
-    EFFNET_TRY(ops->bn_backward(be, n, c, hw, l->c, db, l->gamma, l->save_mean, l->save_invstd, dc,
-                                l->dgamma, l->dbeta, err));
-    if (db != dy)
-        slot_give(s, db);
+    if (l->act && !m->no_fuse && ops->silu_bn_backward) {
+        EFFNET_TRY(slot_take(s, &dc, err));
+        EFFNET_TRY(ops->silu_bn_backward(be, n, c, hw, l->c, l->b, dy, l->gamma, l->save_mean,
+                                         l->save_invstd, dc, l->dgamma, l->dbeta, err));
+    } else {
+        const float *db = dy;
+        if (l->act) {
+            float *t = NULL;
+            EFFNET_TRY(slot_take(s, &t, err));
+            EFFNET_TRY(ops->silu_backward(be, (size_t)n * c * hw, l->b, dy, t, err));
+            db = t;
+        }
+        EFFNET_TRY(slot_take(s, &dc, err));
+        EFFNET_TRY(ops->bn_backward(be, n, c, hw, l->c, db, l->gamma, l->save_mean,
+                                    l->save_invstd, dc, l->dgamma, l->dbeta, err));
+        if (db != dy)
+            slot_give(s, db);
+    }
     if (dx) {
         EFFNET_TRY(slot_take(s, dx, err));
         EFFNET_TRY(ops->conv_backward_data(be, &l->conv, n, l->h, l->w, dc, l->weight, *dx, err));

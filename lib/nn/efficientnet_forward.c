@@ -14,6 +14,16 @@ static int cba_forward(kiln_effnet *m, effnet_cba *l, const float *x, int train,
     const kiln_nn_ops *ops = be->ops;
     int c = l->conv.out_c, hw = l->oh * l->ow;
     EFFNET_TRY(ops->conv_forward(be, &l->conv, m->n, l->h, l->w, x, l->weight, l->c, err));
+    if (l->act && !m->no_fuse && train && ops->bn_silu_forward_train) {
+        EFFNET_TRY(ops->bn_silu_forward_train(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean,
+                                              l->rvar, EFFNET_BN_MOMENTUM, EFFNET_BN_EPS, l->b,
+                                              l->a, l->save_mean, l->save_invstd, err));
+        (*l->batches)++;
+        return KILN_OK;
+    }
+    if (l->act && !m->no_fuse && !train && ops->bn_silu_forward_eval)
+        return ops->bn_silu_forward_eval(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean,
+                                         l->rvar, EFFNET_BN_EPS, l->a, err);
     if (train) {
         EFFNET_TRY(ops->bn_forward_train(be, m->n, c, hw, l->c, l->gamma, l->beta, l->rmean,
                                          l->rvar, EFFNET_BN_MOMENTUM, EFFNET_BN_EPS, l->b,

@@ -129,6 +129,7 @@ struct kiln_effnet {
     effnet_cfg cfg;
     int num_classes;
     float dropout, sd_base;
+    int no_fuse;                /* kiln_effnet_set_fused(m, 0) */
 
     effnet_spec spec;
     kiln_effnet_tensor *t;      /* one per spec entry, state_dict order */

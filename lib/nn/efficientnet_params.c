@@ -416,6 +416,11 @@ int kiln_effnet_set_dropout(kiln_effnet *m, float p, kiln_err *err)
     return rc;
 }
 
+void kiln_effnet_set_fused(kiln_effnet *m, int on)
+{
+    m->no_fuse = !on;
+}
+
 int kiln_effnet_set_stochastic_depth(kiln_effnet *m, float p, kiln_err *err)
 {
     int rc = check_p(p, "stochastic depth", err);

@@ -18,6 +18,7 @@ typedef struct checker {
     kiln_nn_backend *inner;
     checker_graph *pass;
     long recorded, replayed;
+    kiln_nn_ops ops; /* checker_ops, less the optional ops `inner` lacks */
 } checker;
 
 #define INNER(be) (((checker *)(be)->impl)->inner)
@@ -149,6 +150,13 @@ static int ck_act_to_f32(kiln_nn_backend *be, int n, int c, int hw, const float 
     return INNER(be)->ops->act_to_f32(INNER(be), n, c, hw, src, dst, err);
 }
 
+static int ck_normalize_u8(kiln_nn_backend *be, int n, int c, int hw, const uint8_t *src,
+                           const float *lut, float *dst, kiln_err *err)
+{
+    VISIT(be, err, "normalize_u8", I(n), I(c), I(hw), P(src), P(lut), P(dst));
+    return INNER(be)->ops->normalize_u8(INNER(be), n, c, hw, src, lut, dst, err);
+}
+
 static int ck_sync(kiln_nn_backend *be, kiln_err *err)
 {
     int rc = forbid(be, "sync", err);
@@ -211,6 +219,40 @@ static int ck_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float
           P(dgamma), P(dbeta));
     return INNER(be)->ops->bn_backward(INNER(be), n, c, hw, x, dy, gamma, sm, si, dx, dgamma,
                                        dbeta, err);
+}
+
+/* Fused BN + SiLU: offered only where the inner backend has them (the
+ * checker's table is per instance, see kiln_nn_graph_checker_create). */
+static int ck_bn_silu_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                    const float *gamma, const float *beta, float *rm, float *rv,
+                                    float momentum, float eps, float *bn, float *y, float *sm,
+                                    float *si, kiln_err *err)
+{
+    VISIT(be, err, "bn_silu_forward_train", I(n), I(c), I(hw), P(x), P(gamma), P(beta), P(rm),
+          P(rv), F(momentum), F(eps), P(bn), P(y), P(sm), P(si));
+    return INNER(be)->ops->bn_silu_forward_train(INNER(be), n, c, hw, x, gamma, beta, rm, rv,
+                                                 momentum, eps, bn, y, sm, si, err);
+}
+
+static int ck_bn_silu_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                   const float *gamma, const float *beta, const float *rm,
+                                   const float *rv, float eps, float *y, kiln_err *err)
+{
+    VISIT(be, err, "bn_silu_forward_eval", I(n), I(c), I(hw), P(x), P(gamma), P(beta), P(rm),
+          P(rv), F(eps), P(y));
+    return INNER(be)->ops->bn_silu_forward_eval(INNER(be), n, c, hw, x, gamma, beta, rm, rv, eps,
+                                                y, err);
+}
+
+static int ck_silu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                               const float *bn, const float *dy, const float *gamma,
+                               const float *sm, const float *si, float *dx, float *dgamma,
+                               float *dbeta, kiln_err *err)
+{
+    VISIT(be, err, "silu_bn_backward", I(n), I(c), I(hw), P(x), P(bn), P(dy), P(gamma), P(sm),
+          P(si), P(dx), P(dgamma), P(dbeta));
+    return INNER(be)->ops->silu_bn_backward(INNER(be), n, c, hw, x, bn, dy, gamma, sm, si, dx,
+                                            dgamma, dbeta, err);
 }
 
 /* The unary and binary elementwise ops share one shape of words. */
@@ -430,6 +472,7 @@ static const kiln_nn_ops checker_ops = {
     .copy = ck_copy,
     .act_from_f32 = ck_act_from_f32,
     .act_to_f32 = ck_act_to_f32,
+    .normalize_u8 = ck_normalize_u8,
     .sync = ck_sync,
     .conv_forward = ck_conv_forward,
     .conv_backward_data = ck_conv_backward_data,
@@ -437,6 +480,9 @@ static const kiln_nn_ops checker_ops = {
     .bn_forward_train = ck_bn_forward_train,
     .bn_forward_eval = ck_bn_forward_eval,
     .bn_backward = ck_bn_backward,
+    .bn_silu_forward_train = ck_bn_silu_forward_train,
+    .bn_silu_forward_eval = ck_bn_silu_forward_eval,
+    .silu_bn_backward = ck_silu_bn_backward,
     .silu_forward = ck_silu_forward,
     .silu_backward = ck_silu_backward,
     .sigmoid_forward = ck_sigmoid_forward,
@@ -476,7 +522,14 @@ kiln_nn_backend *kiln_nn_graph_checker_create(kiln_nn_backend *inner, kiln_err *
         return NULL;
     }
     k->inner = inner;
-    be->ops = &checker_ops;
+    k->ops = checker_ops;
+    if (!inner->ops->bn_silu_forward_train)
+        k->ops.bn_silu_forward_train = NULL;
+    if (!inner->ops->bn_silu_forward_eval)
+        k->ops.bn_silu_forward_eval = NULL;
+    if (!inner->ops->silu_bn_backward)
+        k->ops.silu_bn_backward = NULL;
+    be->ops = &k->ops;
     be->impl = k;
     be->act = inner->act;
     return be;

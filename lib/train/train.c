@@ -77,6 +77,8 @@ static int open_data(train_ctx *c, kiln_err *err)
     lo.scale_min = o->cfg.augment.scale_min;
     lo.scale_max = o->cfg.augment.scale_max;
     lo.horizontal_flip = o->cfg.augment.horizontal_flip;
+    /* Bytes: the backend normalises them after a copy a quarter the size. */
+    lo.u8 = 1;
     if (!(c->train = kiln_loader_open(o->data_dir, &lo, err)))
         return kiln_err_wrap(err, "--data %s (train split)", o->data_dir);
     kiln_loader_opts_default(&lo);
@@ -84,6 +86,7 @@ static int open_data(train_ctx *c, kiln_err *err)
     lo.batch_size = c->batch;
     lo.threads = o->cfg.data.workers;
     lo.seed = o->seed;
+    lo.u8 = 1;
     if (!(c->val = kiln_loader_open(o->data_dir, &lo, err)))
         return kiln_err_wrap(err, "--data %s (val split)", o->data_dir);
     c->bpe = kiln_loader_batches_per_epoch(c->train);
@@ -126,8 +129,14 @@ static int make_buffers(train_ctx *c, kiln_err *err)
 {
     kiln_nn_backend *be = c->be;
     size_t b = (size_t)c->batch, px = (size_t)3 * c->size * c->size;
+    size_t lut_bytes = 3 * 256 * sizeof(float);
     c->x_dev = be->ops->alloc(be, b * px * sizeof(float), err);
-    c->y_dev = c->x_dev ? be->ops->alloc(be, b * sizeof(int32_t), err) : NULL;
+    c->x_u8_dev = c->x_dev ? be->ops->alloc(be, b * px, err) : NULL;
+    c->lut_dev = c->x_u8_dev ? be->ops->alloc(be, lut_bytes, err) : NULL;
+    if (c->lut_dev &&
+        be->ops->upload(be, c->lut_dev, kiln_loader_lut(c->train), lut_bytes, err) != KILN_OK)
+        return (int)err->code;
+    c->y_dev = c->lut_dev ? be->ops->alloc(be, b * sizeof(int32_t), err) : NULL;
     c->probs_dev = c->y_dev ? be->ops->alloc(be, b * c->classes * sizeof(float), err) : NULL;
     c->dlogits_dev = c->probs_dev ? be->ops->alloc(be, b * c->classes * sizeof(float), err) : NULL;
     c->probs_host = malloc(b * c->classes * sizeof(float));
@@ -159,7 +168,10 @@ static int make_schedule(train_ctx *c, kiln_err *err)
 static int upload_batch(train_ctx *c, const kiln_batch *b, kiln_err *err)
 {
     kiln_nn_backend *be = c->be;
-    int rc = be->ops->upload(be, c->x_dev, b->x, (size_t)b->n * 3 * c->size * c->size * 4, err);
+    int hw = c->size * c->size;
+    int rc = be->ops->upload(be, c->x_u8_dev, b->x_u8, (size_t)b->n * 3 * hw, err);
+    if (rc == KILN_OK)
+        rc = be->ops->normalize_u8(be, b->n, 3, hw, c->x_u8_dev, c->lut_dev, c->x_dev, err);
     if (rc == KILN_OK)
         rc = be->ops->upload(be, c->y_dev, b->labels, (size_t)b->n * sizeof(int32_t), err);
     return rc;
@@ -495,9 +507,10 @@ static int check_opts(const kiln_train_opts *o, kiln_err *err)
         return kiln_err_set(err, KILN_EINVAL, "train: threads must be >= 1, got %d", o->threads);
     if (o->warmup_epochs < 0 || o->patience < 0)
         return kiln_err_set(err, KILN_EINVAL, "train: warmup epochs and patience must be >= 0");
-    /* cpu-graph-check: the tests' CPU with step graphs checked (nn/graph_check.h). */
+    /* cpu-graph-check, cpu-bf16, cpu-bf16-graph-check: the tests' CPU
+     * backends (backend.h); the command line offers auto, cpu and cuda. */
     if (o->device && strcmp(o->device, "auto") && strcmp(o->device, "cpu") &&
-        strcmp(o->device, "cuda") && strcmp(o->device, "cpu-graph-check"))
+        strcmp(o->device, "cuda") && strncmp(o->device, "cpu-", 4))
         return kiln_err_set(err, KILN_EINVAL, "train: device '%s': expected auto, cpu or cuda",
                             o->device);
     return kiln_config_validate(&o->cfg, err);
@@ -534,6 +547,8 @@ static void cleanup(train_ctx *c)
         if (c->graph)
             c->be->ops->graph_free(c->be, c->graph);
         c->be->ops->release(c->be, c->x_dev);
+        c->be->ops->release(c->be, c->x_u8_dev);
+        c->be->ops->release(c->be, c->lut_dev);
         c->be->ops->release(c->be, c->y_dev);
         c->be->ops->release(c->be, c->probs_dev);
         c->be->ops->release(c->be, c->dlogits_dev);

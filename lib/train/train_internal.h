@@ -23,6 +23,8 @@ typedef struct train_ctx {
     kiln_loader *train, *val;
     kiln_lr_schedule sched;
     float *x_dev, *probs_dev, *dlogits_dev;
+    uint8_t *x_u8_dev;         /* the batch as the loader's bytes; normalised into x_dev */
+    float *lut_dev;            /* kiln_loader_lut, on the backend */
     int32_t *y_dev;
     float *probs_host;
     kiln_nn_graph *graph;      /* the train step's graph (opts.cuda_graphs), or NULL */

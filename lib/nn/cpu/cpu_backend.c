@@ -94,6 +94,22 @@ static int cpu_act_copy(kiln_nn_backend *be, int n, int c, int hw, const float *
     return cpu_copy(be, dst, src, (size_t)n * (size_t)c * (size_t)hw, err);
 }
 
+static int cpu_normalize_u8(kiln_nn_backend *be, int n, int c, int hw, const uint8_t *src,
+                            const float *lut, float *dst, kiln_err *err)
+{
+    (void)be;
+    int rc = kiln_nn_check_dims(err, "normalize_u8", n, c, hw);
+    size_t plane = (size_t)hw, count = (size_t)n * (size_t)c * plane;
+    if (rc == KILN_OK && count && (!src || !lut || !dst))
+        rc = kiln_err_set(err, KILN_EINVAL, "normalize_u8: NULL buffer");
+    for (size_t i = 0; rc == KILN_OK && i < count; i += plane) {
+        const float *table = lut + (i / plane % (size_t)c) * 256;
+        for (size_t j = i; j < i + plane; j++)
+            dst[j] = table[src[j]];
+    }
+    return rc;
+}
+
 static int cpu_sync(kiln_nn_backend *be, kiln_err *err)
 {
     (void)be;
@@ -197,6 +213,7 @@ static const kiln_nn_ops cpu_ops = {
     .copy = cpu_copy,
     .act_from_f32 = cpu_act_copy,
     .act_to_f32 = cpu_act_copy,
+    .normalize_u8 = cpu_normalize_u8,
     .sync = cpu_sync,
     .conv_forward = cpu_conv_forward,
     .conv_backward_data = cpu_conv_backward_data,

@@ -162,6 +162,25 @@ extern "C" cudaError_t cuda_launch_scale_samples(cudaStream_t s, int n, size_t p
     return cudaGetLastError();
 }
 
+__global__ static void normalize_u8_kernel(size_t total, size_t plane, int c, const uint8_t *src,
+                                           const float *lut, float *dst)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = lut[(i / plane % (size_t)c) * 256 + src[i]];
+}
+
+extern "C" cudaError_t cuda_launch_normalize_u8(cudaStream_t s, int n, int c, int hw,
+                                                const uint8_t *src, const float *lut, float *dst)
+{
+    size_t total = (size_t)n * (size_t)c * (size_t)hw;
+    if (total == 0)
+        return cudaSuccess;
+    KILN_LAUNCH(normalize_u8_kernel, blocks_for(total), THREADS, 0, s)(total, (size_t)hw, c, src,
+                                                                       lut, dst);
+    return cudaGetLastError();
+}
+
 __global__ static void sum_squares_kernel(size_t count, const float *x, double *partial)
 {
     size_t lo = (size_t)blockIdx.x * CUDA_SUMSQ_CHUNK;

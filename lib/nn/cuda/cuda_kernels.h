@@ -71,6 +71,9 @@ cudaError_t cuda_launch_mask(cudaStream_t s, size_t count, float p, uint64_t see
 /* y[s, j] = x[s, j] * scale[s] */
 cudaError_t cuda_launch_scale_samples(cudaStream_t s, int n, size_t per_sample, const float *x,
                                       const float *scale, float *y);
+/* dst[i] = lut[channel(i) * 256 + src[i]] over [n, c, hw] (the loader's normalisation). */
+cudaError_t cuda_launch_normalize_u8(cudaStream_t s, int n, int c, int hw, const uint8_t *src,
+                                     const float *lut, float *dst);
 /* partial[b] = sum of x[i]^2 over block b of CUDA_SUMSQ_CHUNK, in double;
  * ceil(count / CUDA_SUMSQ_CHUNK) partials. */
 cudaError_t cuda_launch_sum_squares(cudaStream_t s, size_t count, const float *x, double *partial);
