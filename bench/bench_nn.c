@@ -1,12 +1,17 @@
 /* bench/bench_nn.c — kiln's EfficientNet on a chosen backend: training
  * throughput, inference latency and throughput.
  *
- *   bench_nn --mode train|infer [--device cpu|cuda|auto] [--recipe cpu|gpu]
+ *   bench_nn --mode train|infer [--device cpu|cuda|auto|cpu-bf16] [--recipe cpu|gpu]
  *            [--variant b0] [--size 224] [--batch N] [--iters N] [--warmup N]
- *            [--classes N] [--threads N] [--tf32 0|1]
+ *            [--classes N] [--threads N] [--tf32 0|1] [--graphs 0|1]
+ *            [--precision fp32|bf16]
  *
- * The backend comes from kiln_nn_backend_open (--device, default cpu;
- * `cuda` fails with the reason when no GPU is usable). A recipe is the
+ * The backend comes from kiln_nn_backend_open_precision (--device, default
+ * cpu; `cuda` fails with the reason when no GPU is usable; cpu-bf16 is the
+ * CPU oracle of mixed precision, slow, for checking the bf16 path without
+ * a GPU). --precision bf16 is the GPU's mixed precision (activations bf16
+ * NHWC, float32 master weights; refused with --device cpu); without it
+ * KILN_CUDA_BF16 decides, as for kiln. A recipe is the
  * work of one peer script, so kiln and it measure the same thing:
  *
  *   cpu (bench/torch_effnet_cpu.py, run by bench/nn_cpu.sh): input a sum
@@ -28,8 +33,12 @@
  * environment's value holds): TF32 tensor cores, torch's default for
  * convolutions. Prints one line:
  *
- *   kiln mode=train device=cpu recipe=cpu tf32=0 variant=b0 size=64 batch=32
- *       threads=2 iters=10 first_s=.. median_s=.. min_s=.. img_s=.. ms=.. rss_mb=..
+ *   kiln mode=train device=cpu precision=fp32 recipe=cpu tf32=0 graphs=0 variant=b0
+ *       size=64 batch=32 threads=2 iters=10 first_s=.. median_s=.. min_s=.. img_s=..
+ *       ms=.. rss_mb=..
+ *
+ * precision is the backend's own (kiln_act_precision of its activation
+ * format), so a `cuda` run shows what it really ran.
  *
  * first_s is the first step (a warm-up one when warmup > 0; it holds
  * cuDNN's algorithm search for every shape), median_s / min_s are over the
@@ -66,6 +75,7 @@ static const bench_recipe recipes[] = {
 typedef struct bench_args {
     int train, have_mode;
     const char *device, *variant;
+    const char *precision; /* "fp32", "bf16" or NULL (KILN_CUDA_BF16's choice) */
     const bench_recipe *recipe;
     /* -1 until given: then the recipe's default */
     int size, batch, threads, iters, warmup, classes, tf32;
@@ -86,9 +96,10 @@ typedef struct bench_state {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: bench_nn --mode train|infer [--device cpu|cuda|auto] [--recipe cpu|gpu]\n"
+            "usage: bench_nn --mode train|infer [--device cpu|cuda|auto|cpu-bf16] [--recipe cpu|gpu]\n"
             "                [--variant b0] [--size 224] [--batch N] [--iters N] [--warmup N]\n"
             "                [--classes N] [--threads N] [--tf32 0|1] [--graphs 0|1]\n"
+            "                [--precision fp32|bf16]\n"
             "recipe defaults (batch iters warmup classes threads): cpu 32 10 2 10 2,\n"
             "gpu 128 20 3 2 16; --recipe defaults to cpu with --device cpu, else gpu\n");
 }
@@ -100,7 +111,7 @@ static const struct option bench_options[] = {
     {"threads", required_argument, NULL, 't'}, {"iters", required_argument, NULL, 'i'},
     {"warmup", required_argument, NULL, 'w'},  {"classes", required_argument, NULL, 'c'},
     {"tf32", required_argument, NULL, 'f'},    {"graphs", required_argument, NULL, 'g'},
-    {"help", no_argument, NULL, 'h'},
+    {"precision", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -115,11 +126,13 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
         a->have_mode = 1;
         return KILN_OK;
     case 'd':
-        /* cpu-graph-check: the --graphs path checked on the CPU. */
+        /* cpu-graph-check: the --graphs path checked on the CPU; cpu-bf16:
+         * the bf16 activations' path on the CPU. */
         if (strcmp(val, "cpu") != 0 && strcmp(val, "cuda") != 0 && strcmp(val, "auto") != 0 &&
-            strcmp(val, "cpu-graph-check") != 0)
+            strcmp(val, "cpu-graph-check") != 0 && strcmp(val, "cpu-bf16") != 0)
             return kiln_err_set(err, KILN_EINVAL,
-                                "--device: cpu, cuda, auto or cpu-graph-check, got '%s'", val);
+                                "--device: cpu, cuda, auto, cpu-graph-check or cpu-bf16, got '%s'",
+                                val);
         a->device = val;
         return KILN_OK;
     case 'r':
@@ -142,6 +155,11 @@ static int parse_option(int opt, const char *val, void *args, kiln_err *err)
     case 'c': return bench_parse_int("classes", val, 2, 100000, &a->classes, err);
     case 'f': return bench_parse_int("tf32", val, 0, 1, &a->tf32, err);
     case 'g': return bench_parse_int("graphs", val, 0, 1, &a->graphs, err);
+    case 'p':
+        if (strcmp(val, "fp32") != 0 && strcmp(val, "bf16") != 0)
+            return kiln_err_set(err, KILN_EINVAL, "--precision: fp32 or bf16, got '%s'", val);
+        a->precision = val;
+        return KILN_OK;
     default: return kiln_err_set(err, KILN_EINVAL, "unknown option %d", opt);
     }
 }
@@ -239,7 +257,7 @@ static int make_optim(bench_state *s, const bench_recipe *r, kiln_err *err)
 static int setup(bench_state *s, const bench_args *a, kiln_err *err)
 {
     size_t out = (size_t)a->batch * (size_t)a->classes * sizeof(float);
-    if (!(s->be = kiln_nn_backend_open(a->device, a->threads, NULL, err)))
+    if (!(s->be = kiln_nn_backend_open_precision(a->device, a->precision, a->threads, NULL, err)))
         return err->code;
     if (!(s->model = kiln_effnet_create(a->variant, a->classes, s->be, err)))
         return err->code;
@@ -316,16 +334,18 @@ static int cmp_double(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* Times warmup + iters steps into *first and seconds[iters]; `device` gets
- * the backend's name (static storage). */
+/* Times warmup + iters steps into *first and seconds[iters]; `device` and
+ * `precision` get the backend's name and precision (static storage). */
 static int run_bench(const bench_args *a, double *first, double *seconds, const char **device,
-                     kiln_err *err)
+                     const char **precision, kiln_err *err)
 {
     bench_state s = {0};
     int rc = setup(&s, a, err);
     uint64_t step = 0;
-    if (s.be)
+    if (s.be) {
         *device = s.be->ops->name;
+        *precision = kiln_act_precision(s.be->act);
+    }
     for (int i = 0; rc == KILN_OK && i < a->warmup + a->iters; i++) {
         double t0 = bench_now_s();
         rc = run_once(&s, a, step++, err);
@@ -354,8 +374,8 @@ int main(int argc, char **argv)
         return 0;
     }
     double *seconds = calloc((size_t)a.iters, sizeof *seconds), first = 0;
-    const char *device = a.device;
-    if (!seconds || run_bench(&a, &first, seconds, &device, &err) != KILN_OK) {
+    const char *device = a.device, *precision = "fp32";
+    if (!seconds || run_bench(&a, &first, seconds, &device, &precision, &err) != KILN_OK) {
         fprintf(stderr, "bench_nn: %s\n", seconds ? err.msg : "out of memory");
         free(seconds);
         return 1;
@@ -365,12 +385,12 @@ int main(int argc, char **argv)
                                 : (seconds[a.iters / 2 - 1] + seconds[a.iters / 2]) / 2;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("kiln mode=%s device=%s recipe=%s tf32=%d graphs=%d variant=%s size=%d batch=%d "
-           "threads=%d iters=%d first_s=%.3f median_s=%.6f min_s=%.6f img_s=%.3f ms=%.3f "
-           "rss_mb=%.1f\n",
-           a.train ? "train" : "infer", device, a.recipe->name, a.tf32, a.graphs, a.variant, a.size,
-           a.batch, a.threads, a.iters, first, median, seconds[0], a.batch / median,
-           median * 1e3, (double)ru.ru_maxrss / 1024.0);
+    printf("kiln mode=%s device=%s precision=%s recipe=%s tf32=%d graphs=%d variant=%s size=%d "
+           "batch=%d threads=%d iters=%d first_s=%.3f median_s=%.6f min_s=%.6f img_s=%.3f "
+           "ms=%.3f rss_mb=%.1f\n",
+           a.train ? "train" : "infer", device, precision, a.recipe->name, a.tf32, a.graphs,
+           a.variant, a.size, a.batch, a.threads, a.iters, first, median, seconds[0],
+           a.batch / median, median * 1e3, (double)ru.ru_maxrss / 1024.0);
     free(seconds);
     return 0;
 }

@@ -315,6 +315,9 @@ static void test_b0_training_tracks_cpu(void **state)
 
 int main(void)
 {
+    /* These compare fp32 with the fp32 CPU: KILN_CUDA_BF16=1 from the
+     * environment would give the default options bf16 (test_nn_cuda_bf16*). */
+    unsetenv("KILN_CUDA_BF16");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_b0_forward_backward),
         cmocka_unit_test(test_b0_optimizer_steps),

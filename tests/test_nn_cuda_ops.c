@@ -571,6 +571,9 @@ static void test_memory(void **state)
 
 int main(void)
 {
+    /* These compare fp32 with the fp32 CPU: KILN_CUDA_BF16=1 from the
+     * environment would give the default options bf16 (test_nn_cuda_bf16*). */
+    unsetenv("KILN_CUDA_BF16");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv),         cmocka_unit_test(test_conv_edges),
         cmocka_unit_test(test_bn),           cmocka_unit_test(test_elementwise),

@@ -19,7 +19,8 @@ BUILD=${BUILD:-build-gpu}
 JOBS=${JOBS:-2}
 CARRY=.gpu-carry
 ANCHOR=${ANCHOR:-../shared/anchors/torch_effnet.py}
-BINS="test_gpu test_nn_cuda_host test_nn_cuda_ops test_nn_cuda_model test_nn_graph_check bench_nn"
+BINS="test_gpu test_nn_cuda_host test_nn_cuda_ops test_nn_cuda_model test_nn_cuda_bf16
+      test_nn_cuda_bf16_model test_nn_graph_check bench_nn"
 
 grep -qx '/.gpu-carry/' .git/info/exclude 2>/dev/null || echo '/.gpu-carry/' >> .git/info/exclude
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_CUDA=ON \

@@ -12,13 +12,17 @@
 #   1. environment: nvidia-smi, where CUDA/cuDNN/cuBLAS libraries are, that
 #      libkiln_cuda.so resolves every library;
 #   2. tests: test_gpu, test_nn_cuda_host, test_nn_cuda_ops,
-#      test_nn_cuda_model, test_nn_cuda_ops again with TF32 — a SKIPPED line
-#      counts as a failure here;
+#      test_nn_cuda_model, the bf16 mixed-precision ones (test_nn_cuda_bf16,
+#      test_nn_cuda_bf16_model), test_nn_cuda_ops again with TF32 — a
+#      SKIPPED line counts as a failure here;
 #   3. speed (SKIP_BENCH=1 leaves it out): bench_nn --device cuda --recipe
 #      gpu for B0@224 bs128 training (fp32 and TF32), B3@300 bs64 training
-#      (TF32), B0@224 inference bs1 and bs64, then torch_effnet.py's eager
-#      measurements (its --compile and data-loader parts left out for time).
-# Env: MEMCHECK=1 also runs test_nn_cuda_ops under compute-sanitizer.
+#      (TF32), B0@224 inference bs1 and bs64, the same four in bf16 mixed
+#      precision (--precision bf16, fewer iterations), then torch_effnet.py's
+#      eager measurements (its --compile and data-loader parts left out for
+#      time).
+# Env: MEMCHECK=1 also runs test_nn_cuda_ops under compute-sanitizer;
+# BF16=0 leaves the bf16 tests and figures out (for a short run).
 # $OUT (what the device tool brings back): summary.txt, run.log, logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,6 +88,11 @@ run_test test_gpu 60
 run_test test_nn_cuda_host 60
 run_test test_nn_cuda_ops 240
 run_test test_nn_cuda_model 300
+# bf16 mixed precision (activations bf16 NHWC) against the cpu-bf16 oracle.
+if [[ ${BF16:-1} == 1 ]]; then
+    run_test test_nn_cuda_bf16 180
+    run_test test_nn_cuda_bf16_model 240
+fi
 # Step graphs on the GPU: training and serving as CUDA graphs vs eager.
 run_test test_nn_graph_check 300
 # TF32 tensor cores for conv and matmul (looser tolerances, see the test).
@@ -110,6 +119,13 @@ bench --tf32 1 --mode infer --variant b0 --size 224 --batch 64 --iters 20
 # The same as CUDA graphs (one launch per step).
 bench --tf32 1 --graphs 1 --mode train --variant b0 --size 224 --batch 128
 bench --tf32 0 --graphs 1 --mode infer --variant b0 --size 224 --batch 1 --iters 50
+# bf16 mixed precision (tensor cores, NHWC); fewer iterations to stay in the budget.
+if [[ ${BF16:-1} == 1 ]]; then
+    bench --precision bf16 --mode train --variant b0 --size 224 --batch 128 --iters 10
+    bench --precision bf16 --mode train --variant b3 --size 300 --batch 64 --iters 6
+    bench --precision bf16 --mode infer --variant b0 --size 224 --batch 1 --iters 30
+    bench --precision bf16 --mode infer --variant b0 --size 224 --batch 64 --iters 10
+fi
 # torch_effnet.py up to its data-loader part (which would make 2048 JPEGs).
 PYTHONUNBUFFERED=1 timeout 300 python3 - "$B/torch_effnet.py" <<'PY' 2>&1 | tee "$LOGS/torch.log"
 import sys
@@ -125,7 +141,8 @@ kiln, torch = {}, {}
 for line in open(sys.argv[1]):
     if line.startswith("kiln mode="):
         f = dict(kv.split("=", 1) for kv in line.split()[1:])
-        kiln[(f["mode"], f["variant"], f["size"], f["batch"], f["tf32"], f.get("graphs", "0"))] = f
+        key = (f["mode"], f["variant"], f["size"], f["batch"], f["tf32"], f.get("graphs", "0"))
+        kiln[key + ((f.get("precision", "fp32"),) if f.get("precision", "fp32") != "fp32" else ())] = f
     elif line.startswith("torch "):
         m = re.match(r"torch (.+?)\s+([0-9.]+) (img/s|ms)$", line.strip())
         if m:
@@ -137,9 +154,20 @@ pairs = [
     ("train b3@300 bs64: kiln tf32 / torch fp32", ("train", "b3", "300", "64", "1", "0"), "train b3@300 bs64 fp32 eager", "img_s", 1),
     ("infer b0@224 bs1: torch / kiln latency (fp32)", ("infer", "b0", "224", "1", "0", "0"), "infer b0@224 bs1 fp32 latency", "ms", -1),
     ("infer b0@224 bs1: torch / kiln latency (fp32, graphs)", ("infer", "b0", "224", "1", "0", "1"), "infer b0@224 bs1 fp32 latency", "ms", -1),
+    # kiln bf16 against torch's bf16 autocast lines, where torch_effnet.py prints them.
+    ("train b0@224 bs128: kiln bf16 / torch bf16", ("train", "b0", "224", "128", "0", "0", "bf16"), "train b0@224 bs128 bf16 channels_last eager", "img_s", 1),
+    ("train b3@300 bs64: kiln bf16 / torch bf16", ("train", "b3", "300", "64", "0", "0", "bf16"), "train b3@300 bs64 bf16 channels_last eager", "img_s", 1),
+    ("infer b0@224 bs1: torch / kiln latency (bf16)", ("infer", "b0", "224", "1", "0", "0", "bf16"), "infer b0@224 bs1 bf16 cl latency", "ms", -1),
+    ("train b0@224 bs128: kiln bf16 / kiln tf32", ("train", "b0", "224", "128", "0", "0", "bf16"), None, "img_s", 1),
 ]
 for label, kk, tk, field, sense in pairs:
-    if kk in kiln and tk in torch:
+    if tk is None:  # kiln against itself: bf16 over TF32
+        base = ("train", "b0", "224", "128", "1", "0")
+        if kk in kiln and base in kiln:
+            print(f"ratio {label}: {float(kiln[kk][field]) / float(kiln[base][field]):.2f}x")
+        else:
+            print(f"ratio {label}: missing (kiln figure)")
+    elif kk in kiln and tk in torch:
         k = float(kiln[kk][field])
         print(f"ratio {label}: {(k / torch[tk]) if sense > 0 else (torch[tk] / k):.2f}x")
     else:

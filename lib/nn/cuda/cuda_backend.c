@@ -1,6 +1,8 @@
 /* lib/nn/cuda/cuda_backend.c — the CUDA backend's life cycle, memory ops,
- * workspace arena and ops table (see cuda_internal.h). Built into
- * libkiln_cuda.so; the core reaches it through lib/gpu's loader. */
+ * workspace arena and its two ops tables, fp32 and bf16 mixed precision
+ * (see cuda_internal.h). Built into libkiln_cuda.so; the core reaches it
+ * through lib/gpu's loader. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +76,31 @@ void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err)
         c->scratch_cap = cap;
     }
     return c->scratch;
+}
+
+int cuda_scratch_parts(cuda_impl *c, size_t count, const size_t *bytes, void **parts,
+                       kiln_err *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (bytes[i] > SIZE_MAX - CUDA_SCRATCH_ALIGN)
+            return kiln_err_set(err, KILN_EINVAL, "scratch of more than SIZE_MAX bytes");
+        size_t rounded = (bytes[i] + CUDA_SCRATCH_ALIGN - 1) / CUDA_SCRATCH_ALIGN *
+                         CUDA_SCRATCH_ALIGN;
+        if (rounded > SIZE_MAX - total)
+            return kiln_err_set(err, KILN_EINVAL, "scratch of more than SIZE_MAX bytes");
+        total += rounded;
+    }
+    /* At least one aligned unit, so an op whose parts are all empty still
+     * gets a valid (unused) region rather than the NULL of a 0-byte one. */
+    char *base = cuda_scratch(c, total ? total : CUDA_SCRATCH_ALIGN, err);
+    if (!base)
+        return err ? (int)err->code : KILN_ENOMEM;
+    for (size_t i = 0; i < count; i++) {
+        parts[i] = bytes[i] ? base : NULL;
+        base += (bytes[i] + CUDA_SCRATCH_ALIGN - 1) / CUDA_SCRATCH_ALIGN * CUDA_SCRATCH_ALIGN;
+    }
+    return KILN_OK;
 }
 
 double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err)
@@ -239,18 +266,22 @@ static void cuda_destroy(kiln_nn_backend *be)
     free(be);
 }
 
+/* The entries both modes share: memory, the float32-only ops (fill, copy,
+ * scale, the squared norm, masks, the loss, the optimizers) and graphs. */
+#define CUDA_SHARED_OPS                                                                        \
+    .name = "cuda", .destroy = cuda_destroy, .alloc = cuda_alloc, .release = cuda_release,     \
+    .upload = cuda_upload, .download = cuda_download, .fill = cuda_fill, .copy = cuda_copy,    \
+    .sync = cuda_sync, .scale = cuda_scale, .sum_squares = cuda_sum_squares,                   \
+    .mask = cuda_mask, .xent_forward_backward = cuda_xent_forward_backward,                    \
+    .sgd_step = cuda_sgd_step, .adamw_step = cuda_adamw_step, .graph_begin = cuda_graph_begin, \
+    .graph_end = cuda_graph_end, .graph_cancel = cuda_graph_cancel,                            \
+    .graph_free = cuda_graph_free
+
 static const kiln_nn_ops cuda_ops = {
-    .name = "cuda",
-    .destroy = cuda_destroy,
-    .alloc = cuda_alloc,
-    .release = cuda_release,
-    .upload = cuda_upload,
-    .download = cuda_download,
-    .fill = cuda_fill,
-    .copy = cuda_copy,
+    CUDA_SHARED_OPS,
     .act_from_f32 = cuda_act_copy,
     .act_to_f32 = cuda_act_copy,
-    .sync = cuda_sync,
+    .normalize_u8 = cuda_normalize_u8,
     .conv_forward = cuda_conv_forward,
     .conv_backward_data = cuda_conv_backward_data,
     .conv_backward_filter = cuda_conv_backward_filter,
@@ -263,9 +294,6 @@ static const kiln_nn_ops cuda_ops = {
     .sigmoid_backward = cuda_sigmoid_backward,
     .add = cuda_add,
     .mul = cuda_mul,
-    .scale = cuda_scale,
-    .sum_squares = cuda_sum_squares,
-    .mask = cuda_mask,
     .scale_samples = cuda_scale_samples,
     .avgpool_forward = cuda_avgpool_forward,
     .avgpool_backward = cuda_avgpool_backward,
@@ -273,14 +301,49 @@ static const kiln_nn_ops cuda_ops = {
     .scale_channels_backward = cuda_scale_channels_backward,
     .linear_forward = cuda_linear_forward,
     .linear_backward = cuda_linear_backward,
-    .xent_forward_backward = cuda_xent_forward_backward,
-    .sgd_step = cuda_sgd_step,
-    .adamw_step = cuda_adamw_step,
-    .graph_begin = cuda_graph_begin,
-    .graph_end = cuda_graph_end,
-    .graph_cancel = cuda_graph_cancel,
-    .graph_free = cuda_graph_free,
 };
+
+/* Mixed precision: every op that touches an activation is bf16 NHWC. */
+static const kiln_nn_ops cuda_bf16_ops = {
+    CUDA_SHARED_OPS,
+    .act_from_f32 = cuda_bf16_act_from_f32,
+    .act_to_f32 = cuda_bf16_act_to_f32,
+    .normalize_u8 = cuda_normalize_u8,
+    .conv_forward = cuda_bf16_conv_forward,
+    .conv_backward_data = cuda_bf16_conv_backward_data,
+    .conv_backward_filter = cuda_bf16_conv_backward_filter,
+    .bn_forward_train = cuda_bf16_bn_forward_train,
+    .bn_forward_eval = cuda_bf16_bn_forward_eval,
+    .bn_backward = cuda_bf16_bn_backward,
+    .silu_forward = cuda_bf16_silu_forward,
+    .silu_backward = cuda_bf16_silu_backward,
+    .sigmoid_forward = cuda_bf16_sigmoid_forward,
+    .sigmoid_backward = cuda_bf16_sigmoid_backward,
+    .add = cuda_bf16_add,
+    .mul = cuda_bf16_mul,
+    .scale_samples = cuda_bf16_scale_samples,
+    .avgpool_forward = cuda_bf16_avgpool_forward,
+    .avgpool_backward = cuda_bf16_avgpool_backward,
+    .scale_channels_forward = cuda_bf16_scale_channels_forward,
+    .scale_channels_backward = cuda_bf16_scale_channels_backward,
+    .linear_forward = cuda_bf16_linear_forward,
+    .linear_backward = cuda_bf16_linear_backward,
+};
+
+/* bf16 storage and bf16 tensor-core math need compute capability 8.0
+ * (Ampere) or later; refused up front rather than at the first conv. */
+static int check_bf16_device(cuda_impl *c, kiln_err *err)
+{
+    int rc = KILN_OK, major = 0;
+    KILN_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c->opts.device));
+    if (major < 8)
+        return kiln_err_set(err, KILN_EDEVICE,
+                            "bf16 mixed precision needs a GPU of compute capability 8.0 or later "
+                            "(device %d is %d.x): use fp32",
+                            c->opts.device, major);
+fail:
+    return rc;
+}
 
 static int setup(cuda_impl *c, kiln_err *err)
 {
@@ -305,16 +368,14 @@ static int setup(cuda_impl *c, kiln_err *err)
                                                         : CUBLAS_DEFAULT_MATH));
     KILN_CUDNN(cudnnCreateTensorDescriptor(&c->bn_x));
     KILN_CUDNN(cudnnCreateTensorDescriptor(&c->bn_param));
+    if (c->opts.bf16)
+        return check_bf16_device(c, err);
 fail:
     return rc;
 }
 
 kiln_nn_backend *kiln_cuda_module_backend_create(const kiln_nn_cuda_opts *opts, kiln_err *err)
 {
-    if (opts->bf16) {
-        kiln_err_set(err, KILN_EDEVICE, "cuda backend: bf16 mixed precision is not in this build");
-        return NULL;
-    }
     kiln_nn_backend *be = calloc(1, sizeof *be);
     cuda_impl *c = calloc(1, sizeof *c);
     if (!be || !c) {
@@ -323,7 +384,8 @@ kiln_nn_backend *kiln_cuda_module_backend_create(const kiln_nn_cuda_opts *opts, 
         kiln_err_set(err, KILN_ENOMEM, "out of memory creating the cuda backend");
         return NULL;
     }
-    be->ops = &cuda_ops;
+    be->ops = opts->bf16 ? &cuda_bf16_ops : &cuda_ops;
+    be->act = opts->bf16 ? KILN_ACT_BF16_NHWC : KILN_ACT_F32_NCHW;
     be->impl = c;
     c->opts = *opts;
     if (c->opts.workspace_limit == 0)

@@ -17,6 +17,23 @@
  * heuristics' first pick) among those that fit the workspace limit, are
  * deterministic when asked and use TF32 only when allowed. Kept in a
  * cuda_cache until the backend is destroyed.
+ *
+ * Two modes, fixed at creation (opts.bf16), each with its ops table:
+ *  - fp32 (be->act KILN_ACT_F32_NCHW): every tensor float32 NCHW;
+ *  - bf16 mixed precision (KILN_ACT_BF16_NHWC): activations bf16 NHWC
+ *    (cuda_bf16.c, cuda_bf16_conv.c over cuda_kernels_bf16.h); weights,
+ *    parameter gradients, optimizer state, BN statistics, masks and the
+ *    loss stay float32, so the memory, mask, loss, norm and optimizer ops
+ *    are the fp32 table's own. Conv and linear cast their float32 master
+ *    weights to bf16 per call into scratch (conv: KCRS -> KRSC), compute in
+ *    float32 and round once when they store an activation; conv's
+ *    dweight comes back from cuDNN as bf16 KRSC and is widened into the
+ *    float32 gradient. The conv plans are shared by both (the descriptors
+ *    carry the mode's data type and layout).
+ *
+ * Scratch. cuda_scratch may move when it grows, so an op asks for it once
+ * and carves that one region into its parts (cuda_scratch_parts); it never
+ * holds two results of it at once. It grows only outside step graphs.
  */
 #ifndef KILN_NN_CUDA_INTERNAL_H
 #define KILN_NN_CUDA_INTERNAL_H
@@ -57,6 +74,12 @@ int cuda_oom(kiln_err *err, const char *what, size_t bytes);
 int cuda_arena_reserve(cuda_impl *c, size_t bytes, kiln_err *err);
 /* Device scratch of at least `bytes`; NULL on failure. */
 void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err);
+/* One cuda_scratch region carved into `count` parts of bytes[i] each, every
+ * part CUDA_SCRATCH_ALIGN-aligned (cuBLAS and the vectorised kernels like
+ * 16 bytes; 256 is cudaMalloc's own); a 0-byte part gets NULL. */
+#define CUDA_SCRATCH_ALIGN ((size_t)256)
+int cuda_scratch_parts(cuda_impl *c, size_t count, const size_t *bytes, void **parts,
+                       kiln_err *err);
 /* Host scratch of at least `count` doubles; NULL on failure. */
 double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err);
 
@@ -103,6 +126,18 @@ void cuda_graph_free(kiln_nn_backend *be, kiln_nn_graph *g);
 #define GW_I(i) ((uint64_t)(i))
 
 /* Ops, one group per file. */
+/* cuda_conv.c: the conv plans, also for bf16 mode. cuda_conv_plan_known:
+ * KILN_OK when `dir` of the shape has its algorithm (needed while a step
+ * graph records: cudnnFind and the arena's growth cannot be captured).
+ * cuda_conv_exec: one direction through the plan cache, on operands in the
+ * mode's data type (a, b, out = x, w, y / dy, w, dx / x, dy, dw); n > 0, the
+ * arguments checked and the pass visited by the caller. */
+enum { CUDA_CONV_FWD, CUDA_CONV_DATA, CUDA_CONV_FILTER };
+const char *cuda_conv_dir_name(int dir);
+int cuda_conv_plan_known(cuda_impl *c, int dir, const kiln_conv_desc *d, int n, int h, int w,
+                         kiln_err *err);
+int cuda_conv_exec(cuda_impl *c, int dir, const kiln_conv_desc *d, int n, int h, int w,
+                   const void *a, const void *b, void *out, kiln_err *err);
 int cuda_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
                       const float *x, const float *weight, float *y, kiln_err *err);
 int cuda_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
@@ -127,6 +162,10 @@ int cuda_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float
 int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float *x,
                          const float *weight, const float *dy, float *dx, float *dweight,
                          float *dbias, kiln_err *err);
+
+/* cuda_input.c: the loader's bytes normalised on the device. */
+int cuda_normalize_u8(kiln_nn_backend *be, int n, int c, int hw, const uint8_t *src,
+                      const float *lut, float *dst, kiln_err *err);
 
 /* cuda_ops.c: the ops on kiln's own kernels. */
 int cuda_fill(kiln_nn_backend *be, float *dst, float value, size_t count, kiln_err *err);
@@ -166,5 +205,59 @@ int cuda_sgd_step(kiln_nn_backend *be, size_t count, float *param, const float *
 int cuda_adamw_step(kiln_nn_backend *be, size_t count, float *param, const float *grad, float *m,
                     float *v, float lr, float beta1, float beta2, float eps, float weight_decay,
                     int64_t step, kiln_err *err);
+
+/* --- bf16 mode (cuda_bf16.c, cuda_bf16_conv.c): the act ops on bf16 NHWC
+ * tensors (kiln_bf16 behind the interface's float pointers). ------------ */
+int cuda_bf16_conv_forward(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h, int w,
+                           const float *x, const float *weight, float *y, kiln_err *err);
+int cuda_bf16_conv_backward_data(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h,
+                                 int w, const float *dy, const float *weight, float *dx,
+                                 kiln_err *err);
+int cuda_bf16_conv_backward_filter(kiln_nn_backend *be, const kiln_conv_desc *d, int n, int h,
+                                   int w, const float *x, const float *dy, float *dweight,
+                                   kiln_err *err);
+int cuda_bf16_linear_forward(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                             const float *weight, const float *bias, float *y, kiln_err *err);
+int cuda_bf16_linear_backward(kiln_nn_backend *be, int n, int in, int out, const float *x,
+                              const float *weight, const float *dy, float *dx, float *dweight,
+                              float *dbias, kiln_err *err);
+int cuda_bf16_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                               const float *gamma, const float *beta, float *running_mean,
+                               float *running_var, float momentum, float eps, float *y,
+                               float *save_mean, float *save_invstd, kiln_err *err);
+int cuda_bf16_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                              const float *gamma, const float *beta, const float *running_mean,
+                              const float *running_var, float eps, float *y, kiln_err *err);
+int cuda_bf16_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                          const float *dy, const float *gamma, const float *save_mean,
+                          const float *save_invstd, float *dx, float *dgamma, float *dbeta,
+                          kiln_err *err);
+int cuda_bf16_silu_forward(kiln_nn_backend *be, size_t count, const float *x, float *y,
+                           kiln_err *err);
+int cuda_bf16_silu_backward(kiln_nn_backend *be, size_t count, const float *x, const float *dy,
+                            float *dx, kiln_err *err);
+int cuda_bf16_sigmoid_forward(kiln_nn_backend *be, size_t count, const float *x, float *y,
+                              kiln_err *err);
+int cuda_bf16_sigmoid_backward(kiln_nn_backend *be, size_t count, const float *y,
+                               const float *dy, float *dx, kiln_err *err);
+int cuda_bf16_add(kiln_nn_backend *be, size_t count, const float *a, const float *b, float *y,
+                  kiln_err *err);
+int cuda_bf16_mul(kiln_nn_backend *be, size_t count, const float *x, const float *mask, float *y,
+                  kiln_err *err);
+int cuda_bf16_scale_samples(kiln_nn_backend *be, int n, size_t per_sample, const float *x,
+                            const float *scale, float *y, kiln_err *err);
+int cuda_bf16_avgpool_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x, float *y,
+                              kiln_err *err);
+int cuda_bf16_avgpool_backward(kiln_nn_backend *be, int n, int c, int hw, const float *dy,
+                               float *dx, kiln_err *err);
+int cuda_bf16_scale_channels_forward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                     const float *s, float *y, kiln_err *err);
+int cuda_bf16_scale_channels_backward(kiln_nn_backend *be, int n, int c, int hw,
+                                      const float *x, const float *s, const float *dy, float *dx,
+                                      float *ds, kiln_err *err);
+int cuda_bf16_act_from_f32(kiln_nn_backend *be, int n, int c, int hw, const float *src,
+                           float *dst, kiln_err *err);
+int cuda_bf16_act_to_f32(kiln_nn_backend *be, int n, int c, int hw, const float *src, float *dst,
+                         kiln_err *err);
 
 #endif

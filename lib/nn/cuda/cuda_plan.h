@@ -59,13 +59,15 @@ typedef struct cuda_algo_choice {
     int ok;            /* status CUDNN_STATUS_SUCCESS */
     size_t memory;     /* workspace bytes */
     int deterministic; /* CUDNN_DETERMINISTIC */
-    int tensor_math;   /* uses tensor cores (TF32 for fp32 data) */
+    int tensor_math;   /* uses tensor cores (TF32 for fp32 data, bf16 for bf16) */
     int math;          /* the cudnnMathType_t to set when running it */
 } cuda_algo_choice;
 
 /* Index of the algorithm to use among `n` results in cuDNN's order
  * (fastest first): the first that succeeded, fits `ws_limit`, and uses
- * tensor math only when `allow_tf32`; when `want_deterministic`, the first
+ * tensor math only when `allow_tf32` (the backend passes 1 with TF32 on
+ * for float32 data, and always in bf16 mode, where tensor math is bf16
+ * products summed in float32); when `want_deterministic`, the first
  * such deterministic one, else (none is) the first such one at all. -1
  * when nothing fits. */
 int cuda_algo_pick(const cuda_algo_choice *c, int n, size_t ws_limit, int want_deterministic,
