@@ -143,6 +143,40 @@ static void compare3(const char *what, side *sd, const float *const d[3], size_t
         free(h[k]);
 }
 
+/* The fused BN + SiLU ops (bf16 mode's default) against the unfused pair
+ * on the same backend: train logits and every gradient, bit for bit. */
+static void test_b0_bf16_fused_equals_unfused(void **state)
+{
+    kt_pair *p = KT_NEED_GPU(state);
+    if (!p->gpu->ops->bn_silu_forward_train) {
+        printf("SKIPPED: the backend offers no fused ops (KILN_CUDA_FUSE=0?)\n");
+        return;
+    }
+    float *hx;
+    int32_t hl[BATCH];
+    inputs(BATCH, SIZE, &hx, hl);
+    side sd[2];
+    float *lg[2], *gr[2];
+    size_t ng = 0, nl = (size_t)BATCH * CLASSES;
+    kiln_err err = {0};
+    for (int k = 0; k < 2; k++) {
+        side_make(&sd[k], p->gpu, BATCH, SIZE, hx, hl);
+        kiln_effnet_set_fused(sd[k].m, k);
+        side_loss(&sd[k], 5, &lg[k]);
+        kt_expect_ok(kiln_effnet_backward(sd[k].m, sd[k].dlogits, &err), &err, "backward");
+        ng = kiln_effnet_flat_floats(sd[k].m);
+        gr[k] = kt_host(p->gpu, kiln_effnet_grads_flat(sd[k].m), ng);
+    }
+    assert_memory_equal(lg[0], lg[1], nl * sizeof(float));
+    assert_memory_equal(gr[0], gr[1], ng * sizeof(float));
+    for (int k = 0; k < 2; k++) {
+        free(lg[k]);
+        free(gr[k]);
+        side_free(&sd[k]);
+    }
+    free(hx);
+}
+
 static void test_b0_bf16_forward_backward(void **state)
 {
     kt_pair *p = KT_NEED_GPU(state);
@@ -364,6 +398,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_b0_bf16_forward_backward),
         cmocka_unit_test(test_b0_bf16_optimizer_steps),
+        cmocka_unit_test(test_b0_bf16_fused_equals_unfused),
         cmocka_unit_test(test_b0_bf16_training_tracks_cpu),
     };
     return cmocka_run_group_tests(tests, kb_pair_setup, kt_pair_teardown);

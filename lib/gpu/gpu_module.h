@@ -7,7 +7,7 @@
 #include "gpu/gpu.h"
 #include "nn/backend.h"
 
-/* 2: the CUDA nn backend (kiln_cuda_module_backend_create); 3: its bf16 option. */
+/* 2: the CUDA nn backend (kiln_cuda_module_backend_create); 3: its bf16 and fuse options. */
 #define KILN_CUDA_MODULE_VERSION 3
 #define KILN_CUDA_MODULE_NAME "libkiln_cuda.so"
 

@@ -274,11 +274,12 @@ typedef struct kiln_nn_cuda_opts {
                         * 0: cuDNN's heuristics (_v7), no trial runs */
     size_t workspace_limit; /* bytes an algorithm may use; 0: 1 GiB */
     int bf16;          /* 1: mixed precision, activations bf16 NHWC (KILN_ACT_BF16_NHWC) */
+    int fuse;          /* 1 (default): fused BN + SiLU ops where the mode has them (bf16) */
 } kiln_nn_cuda_opts;
 
 /* Defaults above; KILN_CUDA_TF32=1 in the environment turns TF32 on,
  * KILN_CUDA_FIND=0 the algorithm timing off, KILN_CUDA_BF16=1 mixed
- * precision on. */
+ * precision on, KILN_CUDA_FUSE=0 the fused ops off. */
 void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o);
 /* NULL with KILN_EDEVICE when no GPU is usable or kiln was built without
  * CUDA (-DKILN_CUDA=OFF); the message says why. */

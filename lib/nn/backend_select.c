@@ -18,6 +18,8 @@ void kiln_nn_cuda_opts_default(kiln_nn_cuda_opts *o)
     o->find = !(find && strcmp(find, "0") == 0);
     const char *bf16 = getenv("KILN_CUDA_BF16");
     o->bf16 = bf16 && strcmp(bf16, "1") == 0;
+    const char *fuse = getenv("KILN_CUDA_FUSE");
+    o->fuse = !(fuse && strcmp(fuse, "0") == 0);
 }
 
 /* -1 for a precision that is neither fp32 nor bf16; NULL keeps the default. */

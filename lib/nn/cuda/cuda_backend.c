@@ -315,6 +315,9 @@ static const kiln_nn_ops cuda_bf16_ops = {
     .bn_forward_train = cuda_bf16_bn_forward_train,
     .bn_forward_eval = cuda_bf16_bn_forward_eval,
     .bn_backward = cuda_bf16_bn_backward,
+    .bn_silu_forward_train = cuda_bf16_bn_silu_forward_train,
+    .bn_silu_forward_eval = cuda_bf16_bn_silu_forward_eval,
+    .silu_bn_backward = cuda_bf16_silu_bn_backward,
     .silu_forward = cuda_bf16_silu_forward,
     .silu_backward = cuda_bf16_silu_backward,
     .sigmoid_forward = cuda_bf16_sigmoid_forward,
@@ -384,7 +387,13 @@ kiln_nn_backend *kiln_cuda_module_backend_create(const kiln_nn_cuda_opts *opts, 
         kiln_err_set(err, KILN_ENOMEM, "out of memory creating the cuda backend");
         return NULL;
     }
-    be->ops = opts->bf16 ? &cuda_bf16_ops : &cuda_ops;
+    c->ops = opts->bf16 ? cuda_bf16_ops : cuda_ops;
+    if (!opts->fuse) {
+        c->ops.bn_silu_forward_train = NULL;
+        c->ops.bn_silu_forward_eval = NULL;
+        c->ops.silu_bn_backward = NULL;
+    }
+    be->ops = &c->ops;
     be->act = opts->bf16 ? KILN_ACT_BF16_NHWC : KILN_ACT_F32_NCHW;
     be->impl = c;
     c->opts = *opts;

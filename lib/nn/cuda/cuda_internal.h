@@ -46,6 +46,7 @@
 
 typedef struct cuda_impl {
     kiln_nn_cuda_opts opts;
+    kiln_nn_ops ops;        /* the mode's table; fused ops only with opts.fuse */
     cudaStream_t stream;
     cudnnHandle_t dnn;
     cublasHandle_t blas;
@@ -232,6 +233,20 @@ int cuda_bf16_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float
                           const float *dy, const float *gamma, const float *save_mean,
                           const float *save_invstd, float *dx, float *dgamma, float *dbeta,
                           kiln_err *err);
+/* cuda_bf16_fused.c: batch norm + SiLU in one pass (opts.fuse). */
+int cuda_bf16_bn_silu_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                    const float *gamma, const float *beta, float *running_mean,
+                                    float *running_var, float momentum, float eps, float *bn,
+                                    float *y, float *save_mean, float *save_invstd,
+                                    kiln_err *err);
+int cuda_bf16_bn_silu_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                                   const float *gamma, const float *beta,
+                                   const float *running_mean, const float *running_var, float eps,
+                                   float *y, kiln_err *err);
+int cuda_bf16_silu_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
+                               const float *bn, const float *dy, const float *gamma,
+                               const float *save_mean, const float *save_invstd, float *dx,
+                               float *dgamma, float *dbeta, kiln_err *err);
 int cuda_bf16_silu_forward(kiln_nn_backend *be, size_t count, const float *x, float *y,
                            kiln_err *err);
 int cuda_bf16_silu_backward(kiln_nn_backend *be, size_t count, const float *x, const float *dy,

@@ -163,6 +163,19 @@ extern "C" cudaError_t cuda_launch_bf16_to_f32_nchw(cudaStream_t s, int n, int c
 
 // ---- elementwise -----------------------------------------------------------
 
+// SiLU and its gradient dy * silu'(x), shared by the elementwise kernel and
+// the fused batch-norm kernels so both paths compute the same bits.
+__device__ static float silu_f(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+__device__ static float silu_grad(float x, float dy)
+{
+    float sg = 1.0f / (1.0f + expf(-x));
+    return dy * sg * (1.0f + x * (1.0f - sg));
+}
+
 // cuda_kernels.cu's formulas on the decoded values, rounded once. y may
 // alias a or b: each element is read before it is written, by one thread.
 __global__ static void ew_kernel(int kind, size_t count, const kiln_bf16 *a, const kiln_bf16 *b,
@@ -173,13 +186,11 @@ __global__ static void ew_kernel(int kind, size_t count, const kiln_bf16 *a, con
         float x = bf(a[i]), v;
         switch (kind) {
         case CUDA_EW_SILU:
-            v = x / (1.0f + expf(-x));
+            v = silu_f(x);
             break;
-        case CUDA_EW_SILU_BWD: {
-            float sg = 1.0f / (1.0f + expf(-x));
-            v = bf(b[i]) * sg * (1.0f + x * (1.0f - sg));
+        case CUDA_EW_SILU_BWD:
+            v = silu_grad(x, bf(b[i]));
             break;
-        }
         case CUDA_EW_SIGMOID:
             v = 1.0f / (1.0f + expf(-x));
             break;
@@ -311,10 +322,19 @@ enum { BN_SUM, BN_SSD, BN_BWD };
 // double mean; BN_BWD sum dy and sum dy * (x - save_mean) (cpu_bn.c's
 // backward_sums). Threads of a channel take every BN_LANES-th row of the
 // chunk; their sums are added in lane order.
+// The gradient reaching BN at element o: dy, or with `bn` (the fused SiLU
+// backward) silu_backward(bn, dy) rounded as the unfused op stores it.
+__device__ static float bn_grad_in(const kiln_bf16 *bn, const kiln_bf16 *dy, size_t o)
+{
+    float g = bf(dy[o]);
+    return bn ? kiln_bf16_round(silu_grad(bf(bn[o]), g)) : g;
+}
+
 template <int MODE>
 __global__ static void bn_partial_kernel(size_t rows, int c, size_t per, const kiln_bf16 *x,
-                                         const kiln_bf16 *dy, const double *mean_d,
-                                         const float *mean_f, double *part_a, double *part_b)
+                                         const kiln_bf16 *dy, const kiln_bf16 *bn,
+                                         const double *mean_d, const float *mean_f,
+                                         double *part_a, double *part_b)
 {
     __shared__ double sa[BN_LANES][TILE], sb[BN_LANES][TILE];
     int tx = threadIdx.x, ty = threadIdx.y;
@@ -331,7 +351,7 @@ __global__ static void bn_partial_kernel(size_t rows, int c, size_t per, const k
                 double d = v - m;
                 a += d * d;
             } else {
-                double g = bf(dy[r * c + ch]);
+                double g = bn_grad_in(bn, dy, r * c + ch);
                 a += g;
                 b += g * (v - m);
             }
@@ -396,11 +416,13 @@ __global__ static void bn_train_finish_kernel(int c, unsigned chunks, double cnt
 }
 
 // y = x * a + sh per channel (one rounding: the CPU's vector affine).
-// coef NULL: the eval coefficients from the running statistics.
+// coef NULL: the eval coefficients from the running statistics. With
+// `act` (fused SiLU) also act = silu of the stored y; y NULL: act only.
 __global__ static void bn_apply_kernel(size_t rows, int c, size_t per, const kiln_bf16 *x,
                                        const float *coef_a, const float *coef_b,
                                        const float *gamma, const float *beta, const float *rmean,
-                                       const float *rvar, float eps, kiln_bf16 *y)
+                                       const float *rvar, float eps, kiln_bf16 *y,
+                                       kiln_bf16 *act)
 {
     int ch = blockIdx.x * TILE + threadIdx.x;
     if (ch >= c)
@@ -415,16 +437,20 @@ __global__ static void bn_apply_kernel(size_t rows, int c, size_t per, const kil
         sh = (float)((double)beta[ch] - (double)rmean[ch] * scale);
     }
     size_t r0 = (size_t)blockIdx.y * per, r1 = r0 + per < rows ? r0 + per : rows;
-    for (size_t r = r0 + threadIdx.y; r < r1; r += BN_LANES)
-        y[r * c + ch] = kiln_bf16_from_f32(__fmaf_rn(bf(x[r * c + ch]), a, sh));
+    for (size_t r = r0 + threadIdx.y; r < r1; r += BN_LANES) {
+        size_t o = r * c + ch;
+        kiln_bf16 v = kiln_bf16_from_f32(__fmaf_rn(bf(x[o]), a, sh));
+        if (y)
+            y[o] = v;
+        if (act)
+            act[o] = kiln_bf16_from_f32(silu_f(bf(v)));
+    }
 }
 
-extern "C" cudaError_t cuda_launch_bf16_bn_train(cudaStream_t s, size_t rows, int c,
-                                                 const kiln_bf16 *x, const float *gamma,
-                                                 const float *beta, float *running_mean,
-                                                 float *running_var, float momentum, float eps,
-                                                 kiln_bf16 *y, float *save_mean,
-                                                 float *save_invstd, void *scratch)
+static cudaError_t bn_train(cudaStream_t s, size_t rows, int c, const kiln_bf16 *x,
+                            const float *gamma, const float *beta, float *running_mean,
+                            float *running_var, float momentum, float eps, kiln_bf16 *y,
+                            kiln_bf16 *act, float *save_mean, float *save_invstd, void *scratch)
 {
     if (rows == 0 || c <= 0)
         return cudaSuccess;
@@ -435,14 +461,16 @@ extern "C" cudaError_t cuda_launch_bf16_bn_train(cudaStream_t s, size_t rows, in
     double cnt = (double)rows;
     cudaError_t e;
     KILN_LAUNCH(bn_partial_kernel<BN_SUM>, grid, block, 0, s)(rows, c, b.per, x, nullptr, nullptr,
-                                                              nullptr, p.part_a, nullptr);
+                                                              nullptr, nullptr, p.part_a,
+                                                              nullptr);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
     KILN_LAUNCH(bn_mean_kernel, cb, THREADS, 0, s)(c, b.chunks, cnt, p.part_a, p.mean);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
-    KILN_LAUNCH(bn_partial_kernel<BN_SSD>, grid, block, 0, s)(rows, c, b.per, x, nullptr, p.mean,
-                                                              nullptr, p.part_a, nullptr);
+    KILN_LAUNCH(bn_partial_kernel<BN_SSD>, grid, block, 0, s)(rows, c, b.per, x, nullptr, nullptr,
+                                                              p.mean, nullptr, p.part_a,
+                                                              nullptr);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
     KILN_LAUNCH(bn_train_finish_kernel, cb, THREADS, 0, s)(c, b.chunks, cnt, p.part_a, p.mean,
@@ -452,7 +480,43 @@ extern "C" cudaError_t cuda_launch_bf16_bn_train(cudaStream_t s, size_t rows, in
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
     KILN_LAUNCH(bn_apply_kernel, grid, block, 0, s)(rows, c, b.per, x, p.coef_a, p.coef_b, nullptr,
-                                                    nullptr, nullptr, nullptr, 0.0f, y);
+                                                    nullptr, nullptr, nullptr, 0.0f, y, act);
+    return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_bf16_bn_train(cudaStream_t s, size_t rows, int c,
+                                                 const kiln_bf16 *x, const float *gamma,
+                                                 const float *beta, float *running_mean,
+                                                 float *running_var, float momentum, float eps,
+                                                 kiln_bf16 *y, float *save_mean,
+                                                 float *save_invstd, void *scratch)
+{
+    return bn_train(s, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, y,
+                    nullptr, save_mean, save_invstd, scratch);
+}
+
+extern "C" cudaError_t cuda_launch_bf16_bn_silu_train(cudaStream_t s, size_t rows, int c,
+                                                      const kiln_bf16 *x, const float *gamma,
+                                                      const float *beta, float *running_mean,
+                                                      float *running_var, float momentum,
+                                                      float eps, kiln_bf16 *bn, kiln_bf16 *y,
+                                                      float *save_mean, float *save_invstd,
+                                                      void *scratch)
+{
+    return bn_train(s, rows, c, x, gamma, beta, running_mean, running_var, momentum, eps, bn, y,
+                    save_mean, save_invstd, scratch);
+}
+
+static cudaError_t bn_eval(cudaStream_t s, size_t rows, int c, const kiln_bf16 *x,
+                           const float *gamma, const float *beta, const float *running_mean,
+                           const float *running_var, float eps, kiln_bf16 *y, kiln_bf16 *act)
+{
+    if (rows == 0 || c <= 0)
+        return cudaSuccess;
+    bn_split b = bn_split_of(rows, c);
+    KILN_LAUNCH(bn_apply_kernel, dim3(b.tiles, b.chunks), dim3(TILE, BN_LANES), 0,
+                s)(rows, c, b.per, x, nullptr, nullptr, gamma, beta, running_mean, running_var,
+                  eps, y, act);
     return cudaGetLastError();
 }
 
@@ -461,13 +525,17 @@ extern "C" cudaError_t cuda_launch_bf16_bn_eval(cudaStream_t s, size_t rows, int
                                                 const float *beta, const float *running_mean,
                                                 const float *running_var, float eps, kiln_bf16 *y)
 {
-    if (rows == 0 || c <= 0)
-        return cudaSuccess;
-    bn_split b = bn_split_of(rows, c);
-    KILN_LAUNCH(bn_apply_kernel, dim3(b.tiles, b.chunks), dim3(TILE, BN_LANES), 0,
-                s)(rows, c, b.per, x, nullptr, nullptr, gamma, beta, running_mean, running_var,
-                  eps, y);
-    return cudaGetLastError();
+    return bn_eval(s, rows, c, x, gamma, beta, running_mean, running_var, eps, y, nullptr);
+}
+
+extern "C" cudaError_t cuda_launch_bf16_bn_silu_eval(cudaStream_t s, size_t rows, int c,
+                                                     const kiln_bf16 *x, const float *gamma,
+                                                     const float *beta,
+                                                     const float *running_mean,
+                                                     const float *running_var, float eps,
+                                                     kiln_bf16 *y)
+{
+    return bn_eval(s, rows, c, x, gamma, beta, running_mean, running_var, eps, nullptr, y);
 }
 
 // cpu_bn.c's backward_item per channel: dbeta, dgamma and the coefficients
@@ -489,7 +557,8 @@ __global__ static void bn_bwd_finish_kernel(int c, unsigned chunks, double cnt,
 }
 
 __global__ static void bn_dx_kernel(size_t rows, int c, size_t per, const kiln_bf16 *x,
-                                    const kiln_bf16 *dy, const float *save_mean,
+                                    const kiln_bf16 *dy, const kiln_bf16 *bn,
+                                    const float *save_mean,
                                     const float *coef_a, const float *coef_b, const float *coef_c,
                                     kiln_bf16 *dx)
 {
@@ -501,15 +570,14 @@ __global__ static void bn_dx_kernel(size_t rows, int c, size_t per, const kiln_b
     for (size_t r = r0 + threadIdx.y; r < r1; r += BN_LANES) {
         size_t o = r * c + ch;
         float t = __fmaf_rn(__fsub_rn(bf(x[o]), mean), bc, cc);
-        dx[o] = kiln_bf16_from_f32(__fmaf_rn(bf(dy[o]), a, t));
+        dx[o] = kiln_bf16_from_f32(__fmaf_rn(bn_grad_in(bn, dy, o), a, t));
     }
 }
 
-extern "C" cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int c,
-                                               const kiln_bf16 *x, const kiln_bf16 *dy,
-                                               const float *gamma, const float *save_mean,
-                                               const float *save_invstd, kiln_bf16 *dx,
-                                               float *dgamma, float *dbeta, void *scratch)
+static cudaError_t bn_bwd(cudaStream_t s, size_t rows, int c, const kiln_bf16 *x,
+                          const kiln_bf16 *bn, const kiln_bf16 *dy, const float *gamma,
+                          const float *save_mean, const float *save_invstd, kiln_bf16 *dx,
+                          float *dgamma, float *dbeta, void *scratch)
 {
     if (rows == 0 || c <= 0)
         return cudaSuccess;
@@ -517,7 +585,7 @@ extern "C" cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int 
     bn_scratch p = bn_scratch_of(scratch, b.chunks, c);
     dim3 grid(b.tiles, b.chunks), block(TILE, BN_LANES);
     cudaError_t e;
-    KILN_LAUNCH(bn_partial_kernel<BN_BWD>, grid, block, 0, s)(rows, c, b.per, x, dy, nullptr,
+    KILN_LAUNCH(bn_partial_kernel<BN_BWD>, grid, block, 0, s)(rows, c, b.per, x, dy, bn, nullptr,
                                                               save_mean, p.part_a, p.part_b);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
@@ -526,9 +594,30 @@ extern "C" cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int 
                   dbeta, p.coef_a, p.coef_b, p.coef_c);
     if ((e = cudaGetLastError()) != cudaSuccess)
         return e;
-    KILN_LAUNCH(bn_dx_kernel, grid, block, 0, s)(rows, c, b.per, x, dy, save_mean, p.coef_a,
+    KILN_LAUNCH(bn_dx_kernel, grid, block, 0, s)(rows, c, b.per, x, dy, bn, save_mean, p.coef_a,
                                                  p.coef_b, p.coef_c, dx);
     return cudaGetLastError();
+}
+
+extern "C" cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int c,
+                                               const kiln_bf16 *x, const kiln_bf16 *dy,
+                                               const float *gamma, const float *save_mean,
+                                               const float *save_invstd, kiln_bf16 *dx,
+                                               float *dgamma, float *dbeta, void *scratch)
+{
+    return bn_bwd(s, rows, c, x, nullptr, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                  scratch);
+}
+
+extern "C" cudaError_t cuda_launch_bf16_silu_bn_bwd(cudaStream_t s, size_t rows, int c,
+                                                    const kiln_bf16 *x, const kiln_bf16 *bn,
+                                                    const kiln_bf16 *dy, const float *gamma,
+                                                    const float *save_mean,
+                                                    const float *save_invstd, kiln_bf16 *dx,
+                                                    float *dgamma, float *dbeta, void *scratch)
+{
+    return bn_bwd(s, rows, c, x, bn, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta,
+                  scratch);
 }
 
 // ---- pooling and squeeze-and-excitation over NHWC [n, hw, c] ---------------

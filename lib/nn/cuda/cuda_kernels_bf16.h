@@ -77,6 +77,27 @@ cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int c, const ki
                                     const float *save_mean, const float *save_invstd,
                                     kiln_bf16 *dx, float *dgamma, float *dbeta, void *scratch);
 
+/* Fused with SiLU (backend.h's bn_silu_* / silu_bn_backward): the same
+ * passes, writing also y = silu(bn) from the stored bn (train; eval writes
+ * only y), or reading the SiLU's input bn and dy in place of BN's dy —
+ * each value rounded as the unfused pair stores it, so both give the same
+ * bits, with one pass over the tensor fewer. Scratch as above. */
+cudaError_t cuda_launch_bf16_bn_silu_train(cudaStream_t s, size_t rows, int c,
+                                           const kiln_bf16 *x, const float *gamma,
+                                           const float *beta, float *running_mean,
+                                           float *running_var, float momentum, float eps,
+                                           kiln_bf16 *bn, kiln_bf16 *y, float *save_mean,
+                                           float *save_invstd, void *scratch);
+cudaError_t cuda_launch_bf16_bn_silu_eval(cudaStream_t s, size_t rows, int c, const kiln_bf16 *x,
+                                          const float *gamma, const float *beta,
+                                          const float *running_mean, const float *running_var,
+                                          float eps, kiln_bf16 *y);
+cudaError_t cuda_launch_bf16_silu_bn_bwd(cudaStream_t s, size_t rows, int c, const kiln_bf16 *x,
+                                         const kiln_bf16 *bn, const kiln_bf16 *dy,
+                                         const float *gamma, const float *save_mean,
+                                         const float *save_invstd, kiln_bf16 *dx, float *dgamma,
+                                         float *dbeta, void *scratch);
+
 /* --- pooling and squeeze-and-excitation over NHWC [n, hw, c] -------------- */
 /* y [n, c] = mean over hw of x. */
 cudaError_t cuda_launch_bf16_avgpool_fwd(cudaStream_t s, int n, int hw, int c, const kiln_bf16 *x,
