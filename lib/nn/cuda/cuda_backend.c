@@ -103,6 +103,16 @@ int cuda_scratch_parts(cuda_impl *c, size_t count, const size_t *bytes, void **p
     return KILN_OK;
 }
 
+int cuda_zero_floats(cuda_impl *c, float *a, size_t na, float *b, size_t nb, kiln_err *err)
+{
+    int rc = KILN_OK;
+    KILN_CUDA(cudaMemsetAsync(a, 0, na * sizeof *a, c->stream));
+    if (b)
+        KILN_CUDA(cudaMemsetAsync(b, 0, nb * sizeof *b, c->stream));
+fail:
+    return rc;
+}
+
 double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err)
 {
     if (count <= c->host_scratch_cap)

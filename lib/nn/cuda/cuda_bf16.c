@@ -1,9 +1,10 @@
 /* lib/nn/cuda/cuda_bf16.c — the CUDA backend's bf16 mode (see
  * cuda_internal.h): the act ops on kiln's bf16 NHWC kernels
- * (cuda_kernels_bf16.h) — batch norm, SiLU/sigmoid and their gradients,
+ * (cuda_kernels_bf16.h) — SiLU/sigmoid and their gradients,
  * add, dropout's mask product, stochastic depth, pooling, SE gating — and
  * the two conversions between the interface's float32 NCHW and the mode's
- * bf16 NHWC. Parameters, statistics and masks are float32. Each op runs
+ * bf16 NHWC (batch norm: cuda_bf16_bn.c). Parameters, statistics and
+ * masks are float32. Each op runs
  * the CPU oracle's argument checks and visits the step graph with the
  * words of its work, as the fp32 ops do (same op names). */
 #include "nn/cuda/cuda_internal.h"
@@ -11,79 +12,6 @@
 
 #define BF16(p) ((kiln_bf16 *)(void *)(p))
 #define CBF16(p) ((const kiln_bf16 *)(const void *)(p))
-
-/* --- batch norm over NHWC [n * hw, c] ---------------------------------------- */
-
-int cuda_bf16_bn_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
-                               const float *gamma, const float *beta, float *running_mean,
-                               float *running_var, float momentum, float eps, float *y,
-                               float *save_mean, float *save_invstd, kiln_err *err)
-{
-    cuda_impl *ci = cuda_of(be);
-    int rc = kiln_nn_check_bn_train(n, c, hw, x, gamma, beta, running_mean, running_var, y,
-                                    save_mean, save_invstd, err);
-    if (rc || c == 0)
-        return rc;
-    CUDA_GRAPH_OP(ci, err, "bn_forward_train", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(gamma),
-                  GW_P(beta), GW_P(running_mean), GW_P(running_var), GW_F(momentum), GW_F(eps),
-                  GW_P(y), GW_P(save_mean), GW_P(save_invstd));
-    size_t rows = (size_t)n * (size_t)hw;
-    size_t bytes = cuda_bf16_bn_scratch_bytes(rows, c);
-    void *scratch;
-    if ((rc = cuda_scratch_parts(ci, 1, &bytes, &scratch, err)) != KILN_OK)
-        return rc;
-    KILN_CUDA(cuda_launch_bf16_bn_train(ci->stream, rows, c, CBF16(x), gamma, beta, running_mean,
-                                        running_var, momentum, eps, BF16(y), save_mean,
-                                        save_invstd, scratch));
-fail:
-    return rc;
-}
-
-int cuda_bf16_bn_forward_eval(kiln_nn_backend *be, int n, int c, int hw, const float *x,
-                              const float *gamma, const float *beta, const float *running_mean,
-                              const float *running_var, float eps, float *y, kiln_err *err)
-{
-    cuda_impl *ci = cuda_of(be);
-    int rc = kiln_nn_check_bn_eval(n, c, hw, x, gamma, beta, running_mean, running_var, y, err);
-    if (rc || (long long)n * c * hw == 0)
-        return rc;
-    CUDA_GRAPH_OP(ci, err, "bn_forward_eval", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(gamma),
-                  GW_P(beta), GW_P(running_mean), GW_P(running_var), GW_F(eps), GW_P(y));
-    KILN_CUDA(cuda_launch_bf16_bn_eval(ci->stream, (size_t)n * (size_t)hw, c, CBF16(x), gamma,
-                                       beta, running_mean, running_var, eps, BF16(y)));
-fail:
-    return rc;
-}
-
-int cuda_bf16_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x,
-                          const float *dy, const float *gamma, const float *save_mean,
-                          const float *save_invstd, float *dx, float *dgamma, float *dbeta,
-                          kiln_err *err)
-{
-    cuda_impl *ci = cuda_of(be);
-    int rc = kiln_nn_check_bn_backward(n, c, hw, x, dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                       dbeta, err);
-    if (rc || c == 0)
-        return rc;
-    CUDA_GRAPH_OP(ci, err, "bn_backward", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(dy),
-                  GW_P(gamma), GW_P(save_mean), GW_P(save_invstd), GW_P(dx), GW_P(dgamma),
-                  GW_P(dbeta));
-    size_t rows = (size_t)n * (size_t)hw;
-    if (rows == 0) {
-        /* Nothing to normalise: the CPU writes zero parameter gradients. */
-        KILN_CUDA(cudaMemsetAsync(dgamma, 0, (size_t)c * sizeof *dgamma, ci->stream));
-        KILN_CUDA(cudaMemsetAsync(dbeta, 0, (size_t)c * sizeof *dbeta, ci->stream));
-        return KILN_OK;
-    }
-    size_t bytes = cuda_bf16_bn_scratch_bytes(rows, c);
-    void *scratch;
-    if ((rc = cuda_scratch_parts(ci, 1, &bytes, &scratch, err)) != KILN_OK)
-        return rc;
-    KILN_CUDA(cuda_launch_bf16_bn_bwd(ci->stream, rows, c, CBF16(x), CBF16(dy), gamma, save_mean,
-                                      save_invstd, BF16(dx), dgamma, dbeta, scratch));
-fail:
-    return rc;
-}
 
 /* --- elementwise (layout-free) ------------------------------------------------- */
 

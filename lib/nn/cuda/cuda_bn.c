@@ -80,12 +80,8 @@ int cuda_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float *x, 
     CUDA_GRAPH_OP(ci, err, "bn_backward", GW_I(n), GW_I(c), GW_I(hw), GW_P(x), GW_P(dy),
                   GW_P(gamma), GW_P(save_mean), GW_P(save_invstd), GW_P(dx), GW_P(dgamma),
                   GW_P(dbeta));
-    if ((long long)n * hw == 0) {
-        /* Nothing to normalise: the CPU writes zero parameter gradients. */
-        KILN_CUDA(cudaMemsetAsync(dgamma, 0, (size_t)c * sizeof *dgamma, ci->stream));
-        KILN_CUDA(cudaMemsetAsync(dbeta, 0, (size_t)c * sizeof *dbeta, ci->stream));
-        return KILN_OK;
-    }
+    if ((long long)n * hw == 0) /* nothing to normalise: zero parameter gradients, as the CPU */
+        return cuda_zero_floats(ci, dgamma, (size_t)c, dbeta, (size_t)c, err);
     if ((rc = bn_descriptors(ci, n, c, hw, err)))
         return rc;
     KILN_CUDNN(cudnnBatchNormalizationBackward(ci->dnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one,

@@ -81,6 +81,9 @@ void *cuda_scratch(cuda_impl *c, size_t bytes, kiln_err *err);
 #define CUDA_SCRATCH_ALIGN ((size_t)256)
 int cuda_scratch_parts(cuda_impl *c, size_t count, const size_t *bytes, void **parts,
                        kiln_err *err);
+/* Zeroes a [na] and, when b is not NULL, b [nb] (float32 gradients of an
+ * op with nothing to reduce), on the stream. */
+int cuda_zero_floats(cuda_impl *c, float *a, size_t na, float *b, size_t nb, kiln_err *err);
 /* Host scratch of at least `count` doubles; NULL on failure. */
 double *cuda_host_scratch(cuda_impl *c, size_t count, kiln_err *err);
 
@@ -233,7 +236,7 @@ int cuda_bf16_bn_backward(kiln_nn_backend *be, int n, int c, int hw, const float
                           const float *dy, const float *gamma, const float *save_mean,
                           const float *save_invstd, float *dx, float *dgamma, float *dbeta,
                           kiln_err *err);
-/* cuda_bf16_fused.c: batch norm + SiLU in one pass (opts.fuse). */
+/* cuda_bf16_bn.c: batch norm, and batch norm + SiLU in one pass (opts.fuse). */
 int cuda_bf16_bn_silu_forward_train(kiln_nn_backend *be, int n, int c, int hw, const float *x,
                                     const float *gamma, const float *beta, float *running_mean,
                                     float *running_var, float momentum, float eps, float *bn,

@@ -81,7 +81,8 @@ cudaError_t cuda_launch_bf16_bn_bwd(cudaStream_t s, size_t rows, int c, const ki
  * passes, writing also y = silu(bn) from the stored bn (train; eval writes
  * only y), or reading the SiLU's input bn and dy in place of BN's dy —
  * each value rounded as the unfused pair stores it, so both give the same
- * bits, with one pass over the tensor fewer. Scratch as above. */
+ * bits, with one pass over the tensor fewer. Scratch as above. With y
+ * (train) or bn (backward) NULL they are the plain launchers above. */
 cudaError_t cuda_launch_bf16_bn_silu_train(cudaStream_t s, size_t rows, int c,
                                            const kiln_bf16 *x, const float *gamma,
                                            const float *beta, float *running_mean,

@@ -38,12 +38,8 @@ int cuda_linear_backward(kiln_nn_backend *be, int n, int in, int out, const floa
         return rc;
     CUDA_GRAPH_OP(c, err, "linear_backward", GW_I(n), GW_I(in), GW_I(out), GW_P(x), GW_P(weight),
                   GW_P(dy), GW_P(dx), GW_P(dweight), GW_P(dbias));
-    if (n == 0) {
-        KILN_CUDA(cudaMemsetAsync(dweight, 0, (size_t)in * out * sizeof *dweight, c->stream));
-        if (dbias)
-            KILN_CUDA(cudaMemsetAsync(dbias, 0, (size_t)out * sizeof *dbias, c->stream));
-        return KILN_OK;
-    }
+    if (n == 0)
+        return cuda_zero_floats(c, dweight, (size_t)in * out, dbias, (size_t)out, err);
     KILN_CUBLAS(cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n, &one, x, in, dy, out,
                             &zero, dweight, in));
     if (dx)
